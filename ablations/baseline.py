@@ -1,0 +1,27 @@
+"""The μP baseline, full standard parameterization, and projection biases."""
+from ablations.registry import ablation
+
+LINGLE = "Lingle 2024, A Large-Scale Exploration of μ-Transfer (arXiv 2404.05728)"
+
+
+@ablation(reported="transfers", source=LINGLE, family="baseline")
+def baseline(base):
+    """μP as defined by the parameterization table: nothing changed."""
+    return {}
+
+
+@ablation(reported="shifts", source=LINGLE + ", 'full SP' row", family="baseline")
+def standard_parameterization(base):
+    """Full SP: SP init and one global LR, 1/sqrt(D) attention, SP unembedding init, vector gains and biases on."""
+    return {
+        "model.parameterization": "sp",
+        "model.attention_scale": "inv_sqrt_d",
+        "model.norm_gains": "vector",
+        "model.projection_biases": True,
+    }
+
+
+@ablation(reported="transfers", source=LINGLE, family="baseline")
+def projection_biases(base):
+    """Biases on every linear projection (zero init, LR α)."""
+    return {"model.projection_biases": True}

@@ -1,0 +1,89 @@
+"""Scale presets: the width and learning-rate grids and the model/training shape, independent of any ablation.
+
+Each preset's `model` and `train` dicts are the base recipe an ablation changes; widths and the LR grid come on top.
+Lion gets its own grid, shifted down, since its optimum sits 3–10× below AdamW's (lion-pytorch README).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from harness.config import ModelConfig, TrainConfig
+from harness.errors import UserError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    widths: tuple[int, ...]
+    log2_lrs: tuple[float, ...]  # the AdamW grid of base learning rates α
+    model: dict
+    train: dict
+    lion_log2_shift: float = -3.0  # Lion's grid = AdamW's grid shifted by this many log2 units
+
+    def log2_grid(self, optimizer: str) -> tuple[float, ...]:
+        shift = self.lion_log2_shift if optimizer == "lion" else 0.0
+        return tuple(x + shift for x in self.log2_lrs)
+
+    def base(self, parameterization: str) -> dict:
+        """The complete base recipe (every config field), with the width and LR left to the grid."""
+        model = {**_defaults(ModelConfig, "width"), **self.model, "parameterization": parameterization}
+        return {"model": model, "train": {**_defaults(TrainConfig, "lr"), **self.train}}
+
+
+def _defaults(cls, grid_field: str) -> dict:
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.name != grid_field}
+
+
+def _ints(lo: int, hi: int) -> tuple[float, ...]:
+    return tuple(float(i) for i in range(lo, hi + 1))
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            name="cpu-tiny",
+            description="the smoke shape: minutes on a 2-core CPU per ablation",
+            widths=(32, 64, 128),
+            log2_lrs=_ints(-11, -4),
+            model=dict(depth=2, head_dim=16, base_width=32, vocab_size=256),
+            train=dict(steps=300, warmup=30, batch_size=16, seq_len=64, eval_every=50, eval_batches=8),
+        ),
+        Preset(
+            name="cpu-micro",
+            description="a seconds-long sanity sweep: checks that everything runs, too small to judge transfer",
+            widths=(16, 32),
+            log2_lrs=_ints(-8, -5),
+            model=dict(depth=1, head_dim=8, base_width=16, vocab_size=256),
+            train=dict(steps=30, warmup=3, batch_size=4, seq_len=32, eval_every=10, eval_batches=2),
+        ),
+        Preset(
+            name="gpu-small",
+            description="one GPU: widths 128–1024, depth 4, 8k tokens per step, 1500 steps",
+            widths=(128, 256, 512, 1024),
+            log2_lrs=_ints(-11, -4),
+            model=dict(depth=4, head_dim=64, base_width=128, vocab_size=256),
+            train=dict(steps=1500, warmup=150, batch_size=32, seq_len=256, eval_every=250, eval_batches=16),
+        ),
+        Preset(
+            name="paper",
+            description="Lingle's protocol: depth 24, 2^18 tokens per step, 125k steps (a cluster's job)",
+            widths=(128, 512, 2048),
+            log2_lrs=_ints(-10, -2),
+            model=dict(depth=24, head_dim=128, base_width=128, vocab_size=256, norm_eps=1e-6),
+            train=dict(
+                steps=125_000, warmup=10_000, batch_size=1024, seq_len=256, beta1=0.9, beta2=0.98, eps=1e-9,
+                eval_every=5000, eval_batches=64,
+            ),
+        ),
+    ]
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+

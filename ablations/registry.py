@@ -1,0 +1,83 @@
+"""The ablation registry: a named, documented change to the baseline config plus what the literature reports.
+
+An ablation is a function decorated with `@ablation(...)`. It receives the base recipe (the preset's resolved
+settings as `{"model": {...}, "train": {...}}`) and returns the fields it changes as dotted keys, e.g.
+`{"model.activation": "swiglu"}` — so every ablation declares exactly what it touches, and two ablations that touch
+the same field can be refused when combined. Its docstring is its description.
+
+    from ablations import ablation
+
+    @ablation(reported="unknown", source="my team's notes")
+    def wide_mlp(base):
+        \"\"\"MLP hidden size 8·width instead of 4·width.\"\"\"
+        return {"model.mlp_ratio": 8.0}
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+from harness.errors import UserError
+
+VERDICTS = ("transfers", "shifts", "unknown")
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    description: str
+    reported: str  # what the literature reports: transfers | shifts | unknown
+    expected: str  # what a gate expects: the reported verdict, or a documented expectation where none is published
+    source: str
+    family: str
+    change: Callable[[dict], dict]
+
+    def changes(self, base: dict) -> dict:
+        out = self.change(base)
+        if not isinstance(out, dict):
+            raise UserError(f"ablation {self.name!r} must return a dict of dotted field changes, got {type(out).__name__}")
+        for key in out:
+            section, _, name = key.partition(".")
+            if section not in ("model", "train") or name not in base.get(section, {}):
+                raise UserError(f"ablation {self.name!r} changes unknown field {key!r}: use model.<field> or train.<field>")
+        return out
+
+
+REGISTRY: dict[str, Ablation] = {}
+
+
+def ablation(
+    name: str | None = None, *, reported: str, source: str, expected: str | None = None, family: str | None = None
+):
+    """Register the decorated function as an ablation (see the module docstring)."""
+    for label, verdict in (("reported", reported), ("expected", expected or reported)):
+        if verdict not in VERDICTS:
+            raise ValueError(f"{label} verdict {verdict!r} is not one of {VERDICTS}")
+
+    def register(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
+        key = name or fn.__name__
+        if key in REGISTRY and REGISTRY[key].change is not fn:
+            raise UserError(f"ablation {key!r} is registered twice: rename one of them")
+        module = fn.__module__.rsplit(".", 1)[-1]
+        REGISTRY[key] = Ablation(
+            name=key,
+            description=inspect.cleandoc(fn.__doc__ or "").strip() or key,
+            reported=reported,
+            expected=expected or reported,
+            source=source,
+            family=family or module,
+            change=fn,
+        )
+        return fn
+
+    return register
+
+
+def get(name: str) -> Ablation:
+    if name not in REGISTRY:
+        close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "`mupbench list` shows them all"
+        raise UserError(f"unknown ablation {name!r}: {hint}")
+    return REGISTRY[name]

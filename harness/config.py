@@ -1,0 +1,202 @@
+"""Configuration: the model, the training recipe, the data, and a run spec that combines them under one hash.
+
+Everything a run depends on is a field here, so a run's identity is the hash of its resolved spec: the same spec is
+the same run, and a finished run is never trained twice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+
+from harness.errors import UserError
+
+ACTIVATIONS = ("relu", "gelu", "swiglu", "squared_relu")
+NORM_GAINS = ("none", "scalar", "vector")
+QUERY_INITS = ("normal", "zero")
+UNEMBEDDING_INITS = ("default", "mup", "sp", "zero")
+ATTENTION_SCALES = ("inv_d", "inv_sqrt_d")
+OPTIMIZERS = ("adamw", "lion")
+WEIGHT_DECAY_MODES = ("coupled", "independent")
+SCHEDULES = ("linear", "cosine", "wsd")
+
+# Bumped when training semantics change, so runs stored by an older harness are not mistaken for new ones.
+RUN_SEMANTICS_VERSION = 1
+
+
+def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise UserError(f"{name}={value!r} is not one of: {', '.join(options)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A decoder-only pre-norm transformer (Lingle's μ-transfer baseline) and every switch the ablations turn.
+
+    Defaults are the baseline: RMSNorm without gains, no biases, RoPE, ReLU MLP of 4·width, fixed head dim,
+    attention logits scaled by 1/head_dim, untied embedding and unembedding, μP with base width 128.
+    """
+
+    width: int
+    depth: int = 2
+    head_dim: int = 16
+    vocab_size: int = 256
+    parameterization: str = "mup"
+    base_width: int = 128
+    mlp_ratio: float = 4.0
+    activation: str = "relu"
+    norm_gains: str = "none"
+    norm_eps: float = 1e-6
+    projection_biases: bool = False
+    embedding_norm: bool = False
+    query_init: str = "normal"
+    unembedding_init: str = "default"  # "default": what the parameterization says (μP 1/M, SP M^-1/2)
+    attention_scale: str = "inv_d"
+    kv_heads: int | None = None  # None: one K/V head per query head; 1: multi-query attention
+    rope_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        from harness.parameterization import PARAMETERIZATIONS
+
+        for name in ("width", "depth", "head_dim", "vocab_size", "base_width"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"{name} must be a positive integer, got {value!r}")
+        if self.width % self.head_dim:
+            raise UserError(
+                f"width {self.width} is not divisible by head_dim {self.head_dim}: choose widths that are multiples of it"
+            )
+        _choice("parameterization", self.parameterization, tuple(PARAMETERIZATIONS))
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("norm_gains", self.norm_gains, NORM_GAINS)
+        _choice("query_init", self.query_init, QUERY_INITS)
+        _choice("unembedding_init", self.unembedding_init, UNEMBEDDING_INITS)
+        _choice("attention_scale", self.attention_scale, ATTENTION_SCALES)
+        if self.kv_heads is not None and (self.kv_heads < 1 or self.heads % self.kv_heads):
+            raise UserError(f"kv_heads={self.kv_heads} must divide the {self.heads} query heads")
+        if not self.mlp_ratio > 0 or not self.norm_eps > 0:
+            raise UserError("mlp_ratio and norm_eps must be positive")
+
+    @property
+    def heads(self) -> int:
+        return self.width // self.head_dim
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.kv_heads or self.heads
+
+    @property
+    def ff_width(self) -> int:
+        """MLP hidden size: mlp_ratio·width; SwiGLU uses 2/3 of it per branch so its parameter count matches."""
+        if self.activation == "swiglu":
+            return max(1, round(self.mlp_ratio * self.width * 2 / 3))
+        return max(1, round(self.mlp_ratio * self.width))
+
+    @property
+    def width_mult(self) -> float:
+        return self.width / self.base_width
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation recipe. `lr` is the base learning rate α; per-tensor rates come from the parameterization."""
+
+    lr: float
+    steps: int = 300
+    warmup: int = 30
+    batch_size: int = 16
+    seq_len: int = 64
+    optimizer: str = "adamw"
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    weight_decay_mode: str = "coupled"
+    schedule: str = "linear"
+    decay_fraction: float = 0.2  # WSD: the share of steps spent decaying at the end
+    final_lr_fraction: float = 1e-4  # schedules start warmup from, and decay to, this fraction of the peak
+    grad_clip: float = 1.0
+    eval_every: int = 50
+    eval_batches: int = 8
+    seed: int = 0  # initialisation; the data order depends only on the data seed
+    data_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"learning rate must be a positive number, got {self.lr!r}")
+        for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if not 0 <= self.warmup <= self.steps:
+            raise UserError(f"warmup ({self.warmup}) must lie between 0 and steps ({self.steps})")
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("weight_decay_mode", self.weight_decay_mode, WEIGHT_DECAY_MODES)
+        _choice("schedule", self.schedule, SCHEDULES)
+        if self.weight_decay < 0:
+            raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 < self.decay_fraction <= 1:
+            raise UserError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
+
+    @property
+    def log2_lr(self) -> float:
+        return math.log2(self.lr)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which tokens a run trains on: identified by content digest, so a moved file is the same data."""
+
+    name: str  # "stdlib" or the path the user gave
+    sha256: str
+    n_tokens: int
+    vocab_size: int
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run, fully resolved. `ablation` and `parameterization` label it for analysis."""
+
+    ablation: str
+    model: ModelConfig
+    train: TrainConfig
+    data: DataSpec
+    extra: dict = field(default_factory=dict)  # free-form labels that do not change training (e.g. suite)
+
+    def identity(self) -> dict:
+        """Everything that changes the result, as plain data."""
+        return {
+            "semantics": RUN_SEMANTICS_VERSION,
+            "model": dataclasses.asdict(self.model),
+            "train": dataclasses.asdict(self.train),
+            "data": {"sha256": self.data.sha256, "vocab_size": self.data.vocab_size},
+        }
+
+    @property
+    def run_hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict:
+        return {
+            "ablation": self.ablation,
+            "model": dataclasses.asdict(self.model),
+            "train": dataclasses.asdict(self.train),
+            "data": dataclasses.asdict(self.data),
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "RunSpec":
+        return cls(
+            ablation=obj["ablation"],
+            model=ModelConfig(**obj["model"]),
+            train=TrainConfig(**obj["train"]),
+            data=DataSpec(**obj["data"]),
+            extra=obj.get("extra", {}),
+        )

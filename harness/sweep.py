@@ -1,0 +1,255 @@
+"""Running a sweep: plan into the store, skip what is finished, train the rest on local worker processes.
+
+Each worker owns one device (a GPU, or a share of the CPU cores), trains one run at a time and writes its result to the
+store itself, so a killed parent loses only the runs in flight. Workers die with their parent (PR_SET_PDEATHSIG on
+Linux). The parent shows progress: runs done, running, failed, and an ETA from a cost model calibrated as runs finish.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from harness.config import RunSpec
+from harness.errors import UserError
+from harness.store import Store
+
+# A step costs this many FLOPs' worth of fixed overhead (Python, kernel launches) besides its arithmetic: measured on
+# a 2-core CPU, it makes the cost model's width ratios match wall-clock ratios at the smoke scale.
+STEP_OVERHEAD_FLOPS = 1e9
+
+
+def run_cost(spec: RunSpec) -> float:
+    from harness.model import flops_per_token
+
+    tc = spec.train
+    return tc.steps * (flops_per_token(spec.model, tc.seq_len) * tc.tokens_per_step + STEP_OVERHEAD_FLOPS)
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    devices: tuple[str, ...]  # one entry per worker
+    threads: int  # torch threads per worker
+
+    def describe(self) -> str:
+        kinds = sorted(set(self.devices))
+        return f"{len(self.devices)} worker(s) on {', '.join(kinds)}, {self.threads} thread(s) each"
+
+
+def plan_workers(device: str = "auto", workers: int | None = None) -> WorkerPlan:
+    """Default: one worker per GPU; on a CPU one single-threaded worker per core (faster than threads at these sizes)."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda asked for, but torch sees no CUDA GPU: use --device cpu")
+        gpus = [device] if ":" in device else [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        n = workers or len(gpus)
+        return WorkerPlan(tuple(gpus[i % len(gpus)] for i in range(n)), threads=max(1, cpu_cores() // n))
+    if device != "cpu":
+        raise UserError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
+    cores = cpu_cores()
+    n = workers or cores
+    return WorkerPlan(("cpu",) * n, threads=max(1, cores // n))
+
+
+def environment() -> dict:
+    """Library versions and the project revision, recorded with every run."""
+    import platform
+
+    versions = {"python": platform.python_version()}
+    for dist in ("mupbench", "torch", "triton", "numpy", "lion-pytorch"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"versions": versions, "git_rev": git_revision()}
+
+
+def git_revision() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if rev.returncode:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev.stdout.strip()[:12] + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# --- worker side --------------------------------------------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+def _worker_init(device_queue, threads: int, sweep_dir: str, env: dict) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and shuts the pool down
+    import torch
+
+    from harness.data import open_tokens
+
+    torch.set_num_threads(threads)
+    device = device_queue.get()
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu ({threads} thread{'s' if threads > 1 else ''})"
+    _WORKER.update(device=device, store=Store(sweep_dir), tokens=open_tokens(Path(sweep_dir)),
+                   env={**env, "device": name})
+
+
+def _worker_run(spec_json: dict) -> tuple[str, str, float, float]:
+    from harness.train import train
+
+    spec = RunSpec.from_json(spec_json)
+    start = time.perf_counter()
+    try:
+        result = train(spec, _WORKER["tokens"], _WORKER["device"])
+    except Exception as e:  # a crash in one run (a bug, out of memory) is stored as failed; the sweep goes on
+        result = {"status": "failed", "final_val_loss": None, "error": f"{type(e).__name__}: {e}",
+                  "traceback": traceback.format_exc()}
+    result["wall_s"] = time.perf_counter() - start
+    _WORKER["store"].record(spec, result, _WORKER["env"])
+    return spec.run_hash, result["status"], result["wall_s"], result.get("final_val_loss") or float("nan")
+
+
+# --- parent side --------------------------------------------------------------------------------------------------
+def _fmt_time(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """Runs done / running / failed and an ETA, on one refreshed line on a terminal, or a line per run otherwise."""
+
+    def __init__(self, total: int, cost_total: float, workers: int, stream=sys.stderr, enabled: bool = True):
+        self.total, self.cost_total, self.workers = total, cost_total, workers
+        self.stream, self.enabled = stream, enabled
+        self.tty = enabled and stream.isatty()
+        self.start = time.perf_counter()
+        self.done = self.cost_done = 0.0
+        self.counts = {"ok": 0, "diverged": 0, "failed": 0}
+
+    def eta(self) -> float | None:
+        elapsed = time.perf_counter() - self.start
+        if not self.cost_done:
+            return None
+        return elapsed * (self.cost_total - self.cost_done) / self.cost_done
+
+    def update(self, spec: RunSpec, status: str, wall: float, loss: float, cost: float) -> None:
+        self.done += 1
+        self.cost_done += cost
+        self.counts[status] = self.counts.get(status, 0) + 1
+        if not self.enabled:
+            return
+        running = min(self.workers, self.total - int(self.done))
+        eta = self.eta()
+        state = (
+            f"[{int(self.done)}/{self.total}] ok {self.counts['ok']} · diverged {self.counts['diverged']} · "
+            f"failed {self.counts['failed']} · running {running} · elapsed {_fmt_time(time.perf_counter() - self.start)}"
+            + (f" · ETA {_fmt_time(eta)}" if eta is not None and running else "")
+        )
+        last = (f"{spec.ablation}/{spec.model.parameterization} width {spec.model.width} "
+                f"lr 2^{spec.train.log2_lr:g}: {status}" + (f" {loss:.3f}" if status == "ok" else "") + f" ({wall:.1f}s)")
+        if self.tty:
+            self.stream.write(f"\r\033[K{state}  | {last}")
+            if self.done == self.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"{state} | {last}\n")
+        self.stream.flush()
+
+
+def run_sweep(
+    sweep_dir: str | Path,
+    specs: list[RunSpec],
+    device: str = "auto",
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Plan `specs` into the store, train every unfinished one, and return counts. Resumable at any point."""
+    sweep_dir = Path(sweep_dir)
+    plan = plan_workers(device, workers)
+    store = Store(sweep_dir, create=True)
+    store.add_plan(specs)
+    finished = store.finished_hashes()
+    unique = {s.run_hash: s for s in specs}
+    todo = sorted((s for h, s in unique.items() if h not in finished), key=run_cost, reverse=True)
+    skipped = len(unique) - len(todo)
+    out = sys.stderr
+    if progress:
+        out.write(f"mupbench: {len(unique)} runs planned, {skipped} already stored, {len(todo)} to train "
+                  f"on {plan.describe()}\n")
+    if not todo:
+        store.close()
+        return {"planned": len(unique), "skipped": skipped, "trained": 0, **store_counts(sweep_dir)}
+
+    n_workers = min(len(plan.devices), len(todo))
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    for d in plan.devices[:n_workers]:
+        queue.put(d)
+    costs = {s.run_hash: run_cost(s) for s in todo}
+    bar = Progress(len(todo), sum(costs.values()), n_workers, enabled=progress)
+    pool = cf.ProcessPoolExecutor(
+        max_workers=n_workers, mp_context=ctx, initializer=_worker_init,
+        initargs=(queue, plan.threads, str(sweep_dir), environment()),
+    )
+    try:
+        futures = {pool.submit(_worker_run, s.to_json()): s for s in todo}
+        for fut in cf.as_completed(futures):
+            spec = futures[fut]
+            _, status, wall, loss = fut.result()
+            bar.update(spec, status, wall, loss, costs[spec.run_hash])
+    except KeyboardInterrupt:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.kill()
+        out.write(f"\nmupbench: interrupted; {int(bar.done)} run(s) stored, run the same command again to resume\n")
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        store.close()
+    return {"planned": len(unique), "skipped": skipped, "trained": len(todo), **store_counts(sweep_dir)}
+
+
+def store_counts(sweep_dir: Path) -> dict:
+    store = Store(sweep_dir)
+    try:
+        return store.counts()
+    finally:
+        store.close()

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install mupbench into it. On a machine without torch, the CPU build of torch 2.13.0 is
+# installed first so pip never pulls a multi-GB CUDA wheel; set MUPBENCH_TORCH to pin another (e.g. a CUDA build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/pip install -q "${MUPBENCH_TORCH:-torch==2.13.0}"
+fi
+.venv/bin/pip install -q -e ".[dev]"

@@ -1,0 +1,52 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from harness.config import DataSpec, ModelConfig, RunSpec, TrainConfig
+from harness.data import Batches, load_tokens
+from harness.train import train
+
+
+@pytest.fixture(scope="module")
+def tokens(corpus_file):
+    return load_tokens(str(corpus_file))[0]
+
+
+def spec(lr, **train_kw):
+    model = ModelConfig(width=32, depth=1, head_dim=8, base_width=16)
+    tc = TrainConfig(lr=lr, steps=20, warmup=2, batch_size=4, seq_len=32, eval_every=10, eval_batches=2, **train_kw)
+    return RunSpec("baseline", model, tc, DataSpec("test", "0" * 64, 0, 256))
+
+
+def test_cpu_training_is_bit_for_bit_deterministic(tokens):
+    torch.set_num_threads(1)
+    a, b = train(spec(2**-6), tokens), train(spec(2**-6), tokens)
+    assert a["status"] == "ok" and a["final_val_loss"] < math.log(256)
+    assert a["final_val_loss"] == b["final_val_loss"]
+    assert [c[2] for c in a["curve"]] == [c[2] for c in b["curve"]]
+
+
+def test_batches_do_not_depend_on_width_or_lr(tokens):
+    b1 = Batches(tokens, 4, 32, steps=5, eval_batches=2, seed=0)
+    b2 = Batches(tokens, 4, 32, steps=5, eval_batches=2, seed=0)
+    assert torch.equal(b1.train_batch(3)[0], b2.train_batch(3)[0])
+    assert not torch.equal(b1.train_batch(3)[0], b1.train_batch(4)[0])
+    x, y = b1.train_batch(0)
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    assert len(b1.val) * 9 < len(b1.train) * 1.1  # about one tenth held out
+
+
+def test_divergence_is_a_result(tokens):
+    result = train(spec(2.0**4), tokens)
+    assert result["status"] == "diverged"
+    assert result["final_val_loss"] == math.inf
+    assert result["steps_done"] <= 20
+
+
+def test_lion_and_decay_forms_train(tokens):
+    for kw in ({"optimizer": "lion"}, {"weight_decay": 0.1}, {"weight_decay": 1e-4, "weight_decay_mode": "independent"},
+               {"schedule": "wsd"}):
+        r = train(spec(2**-9, **kw), tokens)
+        assert r["status"] == "ok" and np.isfinite(r["final_val_loss"]), kw
