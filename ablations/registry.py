@@ -75,7 +75,38 @@ def ablation(
     return register
 
 
+def combine(parts: list[Ablation]) -> Ablation:
+    """Several ablations applied together (`a+b`); refused when two of them change the same field."""
+
+    def change(base: dict) -> dict:
+        merged: dict = {}
+        owner: dict[str, str] = {}
+        for part in parts:
+            for key, value in part.changes(base).items():
+                if key in owner:
+                    raise UserError(
+                        f"ablations {owner[key]!r} and {part.name!r} both change {key}: "
+                        "their combination would test only one of them; run them separately"
+                    )
+                owner[key] = part.name
+                merged[key] = value
+        return merged
+
+    return Ablation(
+        name="+".join(p.name for p in parts),
+        description=" + ".join(p.description for p in parts),
+        reported="unknown",
+        expected="transfers" if all(p.expected == "transfers" for p in parts) else "unknown",
+        source="combination of: " + "; ".join(f"{p.name} ({p.source})" for p in parts),
+        family="combined",
+        change=change,
+    )
+
+
 def get(name: str) -> Ablation:
+    """A registered ablation by name, or a combination written `a+b`."""
+    if "+" in name:
+        return combine([get(part.strip()) for part in name.split("+")])
     if name not in REGISTRY:
         close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "`mupbench list` shows them all"

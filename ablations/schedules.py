@@ -12,4 +12,4 @@ def cosine_schedule(base):
 @ablation(reported="unknown", expected="transfers", source="not in the paper; MiniCPM's warmup-stable-decay")
 def wsd_schedule(base):
     """Warmup–stable–decay: constant at the peak, linear decay over the last 20% of steps."""
-    return {"train.schedule": "wsd", "train.decay_fraction": 0.2}
+    return {"train.schedule": "wsd"}  # decay_fraction defaults to 0.2

@@ -54,18 +54,6 @@ def apply_changes(base: dict, changes: dict) -> dict:
     return out
 
 
-def check_combinable(ablations: list[Ablation], base: dict) -> None:
-    """Refuse two ablations that change the same field: their combination would silently test only one."""
-    seen: dict[str, str] = {}
-    for a in ablations:
-        for key in a.changes(base):
-            if key in seen:
-                raise UserError(
-                    f"ablations {seen[key]!r} and {a.name!r} both change {key}: combine them in one ablation or run them apart"
-                )
-            seen[key] = a.name
-
-
 def plan(
     entries: list[tuple[Ablation, tuple[str, ...]]],
     preset: Preset,

@@ -6,7 +6,7 @@ from ablations.registry import ablation
 @ablation(reported="shifts", source=LINGLE)
 def weight_decay_coupled(base):
     """AdamW decay λ = 0.1 applied as lr_tensor·λ·p (shrinks with width under μP)."""
-    return {"train.weight_decay": 0.1, "train.weight_decay_mode": "coupled"}
+    return {"train.weight_decay": 0.1}  # the default form is coupled
 
 
 @ablation(reported="unknown", expected="transfers", source="swept in Lingle's later code; verdict not published")

@@ -1,0 +1,173 @@
+"""Every registered ablation changes exactly what it names, builds, and trains a step; user ablations plug in."""
+import dataclasses
+import json
+import math
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ablations
+from ablations.suites import apply_changes, plan
+from harness import build_model, build_optimizer
+from harness.config import DataSpec, ModelConfig, TrainConfig
+from harness.errors import UserError
+
+from conftest import run_cli
+
+DATA = DataSpec("test", "0" * 64, 10**6, 256)
+PRESET = ablations.get_preset("cpu-micro")
+EXPECTED_NAMES = {
+    "baseline", "standard_parameterization", "projection_biases", "rmsnorm_gains_vector", "rmsnorm_gains_scalar",
+    "embedding_normalization", "zero_query_init", "sp_unembedding_init", "zero_unembedding_init", "sp_attention_scale",
+    "swiglu", "squared_relu", "gelu", "multi_query_attention", "batch_4x", "batch_quarter", "cosine_schedule",
+    "wsd_schedule", "weight_decay_coupled", "weight_decay_independent", "lion",
+}
+
+
+def test_the_full_lingle_set_is_registered():
+    assert EXPECTED_NAMES <= set(ablations.REGISTRY)
+    for a in ablations.REGISTRY.values():
+        assert a.reported in ("transfers", "shifts", "unknown") and a.source and a.description
+
+
+def _resolved(abl):
+    base = PRESET.base("mup")
+    recipe = apply_changes(base, abl.changes(base))
+    width = PRESET.widths[0]
+    return (dataclasses.asdict(ModelConfig(width=width, **base["model"])),
+            dataclasses.asdict(TrainConfig(lr=0.01, **base["train"])),
+            dataclasses.asdict(ModelConfig(width=width, **recipe["model"])),
+            dataclasses.asdict(TrainConfig(lr=0.01, **recipe["train"])), abl.changes(base))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
+def test_ablation_changes_exactly_the_fields_it_names(name):
+    base_m, base_t, m, t, changes = _resolved(ablations.get(name))
+    differing = {f"model.{k}" for k in m if m[k] != base_m[k]} | {f"train.{k}" for k in t if t[k] != base_t[k]}
+    assert differing == set(changes), f"{name} changes {differing}, declares {set(changes)}"
+    assert (name == "baseline") == (not changes)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
+def test_ablation_builds_and_takes_a_finite_step(name):
+    _, _, m, t, _ = _resolved(ablations.get(name))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**m))
+    opt = build_optimizer(model, lr=2**-7, optimizer=t["optimizer"], weight_decay=t["weight_decay"],
+                          weight_decay_mode=t["weight_decay_mode"], betas=(t["beta1"], t["beta2"]))
+    tokens = torch.randint(0, 256, (2, 17))
+    for _ in range(2):
+        loss = F.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert math.isfinite(loss.item())
+
+
+@pytest.mark.parametrize("preset", ["cpu-tiny", "gpu-small", "paper"])
+def test_batch_ablations_keep_tokens_fixed(preset):
+    base = ablations.get_preset(preset).base("mup")
+    tokens = base["train"]["batch_size"] * base["train"]["steps"]
+    for name, factor in (("batch_4x", 4), ("batch_quarter", 0.25)):
+        c = ablations.get(name).changes(base)
+        assert c["train.batch_size"] * c["train.steps"] == tokens
+        assert c["train.warmup"] == pytest.approx(base["train"]["warmup"] / factor, abs=0.5)
+
+
+def test_lion_grid_is_shifted_down():
+    specs = plan([(ablations.get("lion"), ("mup",)), (ablations.get("baseline"), ("mup",))], PRESET, DATA)
+    lion = sorted({s.train.log2_lr for s in specs if s.ablation == "lion"})
+    adam = sorted({s.train.log2_lr for s in specs if s.ablation == "baseline"})
+    assert [a - b for a, b in zip(lion, adam)] == [PRESET.lion_log2_shift] * len(adam)
+
+
+def test_full_sp_ablation_resolves_to_sp():
+    specs = plan([(ablations.get("standard_parameterization"), ("mup",))], PRESET, DATA)
+    assert {s.model.parameterization for s in specs} == {"sp"}
+
+
+def test_unknown_name_lists_closest_matches():
+    with pytest.raises(UserError, match="did you mean zero_query_init"):
+        ablations.get("zero_qery_init")
+
+
+def test_combination_and_conflict():
+    combo = ablations.get("zero_query_init+squared_relu")
+    assert combo.changes(PRESET.base("mup")) == {"model.query_init": "zero", "model.activation": "squared_relu"}
+    with pytest.raises(UserError, match="both change model.activation"):
+        ablations.get("swiglu+gelu").changes(PRESET.base("mup"))
+
+
+def test_every_suite_plans_at_every_preset():
+    for suite in ablations.SUITES.values():
+        for preset in ablations.PRESETS.values():
+            specs = plan(suite.resolve(), preset, DATA)
+            assert len({s.run_hash for s in specs}) == len(specs) > 0
+
+
+USER_FILE = textwrap.dedent('''
+    from ablations import ablation
+
+    @ablation(reported="unknown", source="team notes <b>")
+    def wide_mlp_test(base):
+        """MLP hidden size 6·width <script>alert(1)</script>."""
+        return {"model.mlp_ratio": 6.0}
+
+    @ablation(reported="unknown", source="team notes")
+    def bad_head_dim_test(base):
+        """A head dim that does not divide the widths."""
+        return {"model.head_dim": 7}
+''')
+
+
+def test_user_ablation_file_end_to_end(tmp_path, corpus_file):
+    mine = tmp_path / "mine.py"
+    mine.write_text(USER_FILE)
+    res = run_cli("list", "--json", "--ablations", str(mine))
+    assert res.returncode == 0, res.stderr
+    listed = {a["name"]: a for a in json.loads(res.stdout)["ablations"]}
+    assert listed["wide_mlp_test"]["changes"] == {"model.mlp_ratio": 6.0}
+    assert {"name", "description", "reported", "source"} <= set(listed["wide_mlp_test"])
+
+    out = tmp_path / "sweep"
+    res = run_cli("run", "--ablations", str(mine), "--ablation", "wide_mlp_test", "--preset", "cpu-micro",
+                  "--lrs", "2^-7,2^-6,2^-5", "--data", str(corpus_file), "--out", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "wide_mlp_test" in res.stdout
+    res = run_cli("analyze", str(out), "--json")
+    assert [v["ablation"] for v in json.loads(res.stdout)["verdicts"]] == ["wide_mlp_test"]
+
+    bad = tmp_path / "bad"
+    res = run_cli("run", "--ablations", str(mine), "--ablation", "bad_head_dim_test", "--preset", "cpu-micro",
+                  "--data", str(corpus_file), "--out", str(bad))
+    assert res.returncode == 2 and "bad_head_dim_test" in res.stderr and "not divisible" in res.stderr
+    assert not bad.exists()
+
+
+def test_user_ablation_entry_point(tmp_path):
+    pkg = tmp_path / "site"
+    (pkg / "team_ablations").mkdir(parents=True)
+    (pkg / "team_ablations" / "__init__.py").write_text(USER_FILE.replace("_test(", "_ep("))
+    dist = pkg / "team_ablations-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: team-ablations\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[mupbench.ablations]\nteam = team_ablations\n")
+    import os
+
+    from conftest import ROOT
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{pkg}"}
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "list", "--json"], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "wide_mlp_ep" in {a["name"] for a in json.loads(res.stdout)["ablations"]}
+
+
+def test_broken_user_file_is_one_line_error(tmp_path):
+    bad = tmp_path / "broken.py"
+    bad.write_text("raise RuntimeError('boom')\n")
+    res = run_cli("list", "--ablations", str(bad))
+    assert res.returncode == 2 and "boom" in res.stderr and "Traceback" not in res.stderr
