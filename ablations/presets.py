@@ -61,11 +61,11 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="gpu-small",
-            description="one GPU: widths 128–1024, depth 4, 8k tokens per step, 1500 steps",
+            description="one GPU: widths 128–1024, depth 4, 8k tokens per step, 500 steps",
             widths=(128, 256, 512, 1024),
-            log2_lrs=_ints(-11, -4),
+            log2_lrs=_ints(-10, -3),
             model=dict(depth=4, head_dim=64, base_width=128, vocab_size=256),
-            train=dict(steps=1500, warmup=150, batch_size=32, seq_len=256, eval_every=250, eval_batches=16),
+            train=dict(steps=500, warmup=50, batch_size=32, seq_len=256, eval_every=100, eval_batches=16),
         ),
         Preset(
             name="paper",
