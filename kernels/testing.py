@@ -1,0 +1,181 @@
+"""Shape cases and error measures for checking the kernels against a float64 reference (used by the kernel tests).
+
+`measure_*` runs a case forward and backward through `kernels.rms_norm` / `kernels.attention` (whichever backend
+MUPBENCH_KERNELS selects) in a given dtype on a device, runs the same case through kernels.reference in float64 on
+that device, and returns, for the output and every gradient, the largest absolute error and the reference's largest
+magnitude (to scale tolerances by), plus "node": the autograd node's class name, which says what ran.
+`reference_dtype=True` runs the plain-torch reference itself in that dtype instead: the "same-dtype torch" error
+that FlashAttention-style bounds compare against.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+import kernels
+from kernels import reference
+
+
+@dataclass(frozen=True)
+class RMSNormCase:
+    shape: tuple[int, ...]
+    gain: str  # "none" | "scalar" | "vector"
+    eps: float = 1e-6
+    transposed: bool = False  # feed a non-contiguous view (first two dims swapped)
+
+    @property
+    def id(self) -> str:
+        shape = "x".join(map(str, self.shape))
+        return f"rms-{shape}-{self.gain}-eps{self.eps:g}" + ("-transposed" if self.transposed else "")
+
+
+@dataclass(frozen=True)
+class AttentionCase:
+    batch: int
+    heads: int
+    kv_heads: int
+    seq: int
+    head_dim: int
+    causal: bool
+    scale: str = "inv_d"  # "inv_d" (μP) | "inv_sqrt_d"
+    layout: str = "bhtd"  # "bhtd", or "bthd": q/k/v are transposed views of (B, T, H, D) tensors, as a model makes them
+
+    @property
+    def softmax_scale(self) -> float:
+        return 1.0 / self.head_dim if self.scale == "inv_d" else 1.0 / math.sqrt(self.head_dim)
+
+    @property
+    def id(self) -> str:
+        mask = "causal" if self.causal else "full"
+        return (
+            f"attn-b{self.batch}-h{self.heads}kv{self.kv_heads}-t{self.seq}-d{self.head_dim}-{mask}-{self.scale}"
+            + ("-bthd" if self.layout == "bthd" else "")
+        )
+
+
+# Small enough for the CPU interpreter: 1 and 7 rows, width 300 (not a power of two), enough rows at width 64 for the
+# backward's grid-stride loop, a wide row (one row per program), every gain, a large eps, a non-contiguous input.
+RMS_NORM_CASES = [
+    RMSNormCase((1, 300), "vector"),
+    RMSNormCase((7, 300), "none"),
+    RMSNormCase((7, 300), "scalar"),
+    RMSNormCase((7, 300), "vector"),
+    RMSNormCase((7, 300), "vector", eps=0.5),
+    RMSNormCase((5, 13, 64), "vector"),
+    RMSNormCase((5, 13, 64), "scalar"),
+    RMSNormCase((3, 2500), "vector"),
+    RMSNormCase((3, 5, 48), "vector", transposed=True),
+]
+
+# Sequence lengths 1, 77 and 200; head dims 48 and 80 (padded) and 16/64 (not); 8 query heads over 1 and 2 KV heads;
+# causal and not; both scales; and the transposed layout a model produces.
+ATTENTION_CASES = [
+    AttentionCase(1, 2, 2, 1, 16, causal=True),
+    AttentionCase(1, 2, 1, 1, 48, causal=False),
+    AttentionCase(1, 8, 1, 77, 48, causal=True),
+    AttentionCase(1, 8, 2, 77, 80, causal=False, scale="inv_sqrt_d"),
+    AttentionCase(2, 2, 2, 77, 16, causal=True, layout="bthd"),
+    AttentionCase(1, 2, 1, 200, 48, causal=True),
+    AttentionCase(1, 8, 2, 200, 80, causal=True),
+    AttentionCase(1, 2, 2, 200, 64, causal=False, scale="inv_sqrt_d"),
+    AttentionCase(1, 4, 2, 200, 48, causal=False),
+]
+
+
+def _max_abs(t: torch.Tensor) -> float:
+    return t.detach().double().abs().max().item()
+
+
+def _errors(got: dict, want: dict) -> dict:
+    out = {"node": got["node"]}
+    for name, ref in want.items():
+        if name == "node":
+            continue
+        value = got[name]
+        if value is None or tuple(value.shape) != tuple(ref.shape):
+            shape = None if value is None else tuple(value.shape)
+            raise AssertionError(f"{name}: shape {shape}, expected {tuple(ref.shape)}")
+        out[name] = {
+            "err": _max_abs(value.detach().cpu().double() - ref.detach().cpu().double()),
+            "ref_max": _max_abs(ref),
+        }
+    return out
+
+
+def _rms_inputs(case: RMSNormCase, seed: int) -> dict[str, torch.Tensor | None]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(case.shape, generator=gen, dtype=torch.float64) * 2.0 + 0.5
+    weight = None
+    if case.gain == "scalar":
+        weight = torch.rand(1, generator=gen, dtype=torch.float64) + 0.5
+    elif case.gain == "vector":
+        weight = torch.rand(case.shape[-1], generator=gen, dtype=torch.float64) + 0.5
+    dy = torch.randn(case.shape, generator=gen, dtype=torch.float64)
+    return {"x": x, "weight": weight, "dy": dy}
+
+
+def _rms_run(fn, case, inputs, dtype, device) -> dict[str, torch.Tensor]:
+    x = inputs["x"].to(device=device, dtype=dtype, copy=True)
+    if case.transposed:
+        x = x.transpose(0, 1).contiguous().transpose(0, 1)  # same values, non-contiguous layout
+    x.requires_grad_(True)
+    weight = inputs["weight"]
+    if weight is not None:
+        weight = weight.to(device=device, dtype=dtype, copy=True).requires_grad_(True)
+    y = fn(x, weight, case.eps)
+    y.backward(inputs["dy"].to(device=device, dtype=dtype))
+    out = {"y": y, "dx": x.grad, "node": type(y.grad_fn).__name__}
+    if weight is not None:
+        out["dweight"] = weight.grad
+    return out
+
+
+def measure_rms_norm(case: RMSNormCase, dtype: torch.dtype, device: str, seed: int = 0,
+                     reference_dtype: bool = False) -> dict:
+    """Errors of kernels.rms_norm (or, with reference_dtype, of the reference in `dtype`) against float64."""
+    inputs = _rms_inputs(case, seed)
+    want = _rms_run(reference.rms_norm, case, inputs, torch.float64, device)
+    fn = reference.rms_norm if reference_dtype else kernels.rms_norm
+    got = _rms_run(fn, case, inputs, dtype, device)
+    return _errors(got, want)
+
+
+def _attn_inputs(case: AttentionCase, seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    q_shape = (case.batch, case.heads, case.seq, case.head_dim)
+    kv_shape = (case.batch, case.kv_heads, case.seq, case.head_dim)
+    # Scores of order one under either scale, so the softmax is neither flat nor one-hot.
+    amp = case.head_dim**0.25 if case.scale == "inv_d" else 1.0
+    return {
+        "q": torch.randn(q_shape, generator=gen, dtype=torch.float64) * amp,
+        "k": torch.randn(kv_shape, generator=gen, dtype=torch.float64) * amp,
+        "v": torch.randn(kv_shape, generator=gen, dtype=torch.float64),
+        "do": torch.randn(q_shape, generator=gen, dtype=torch.float64),
+    }
+
+
+def _attn_run(fn, case, inputs, dtype, device) -> dict[str, torch.Tensor]:
+    def leaf(t):
+        t = t.to(device=device, dtype=dtype, copy=True)
+        if case.layout == "bthd":
+            t = t.transpose(1, 2).contiguous().transpose(1, 2)
+        return t.requires_grad_(True)
+
+    q, k, v = leaf(inputs["q"]), leaf(inputs["k"]), leaf(inputs["v"])
+    o = fn(q, k, v, case.softmax_scale, case.causal)
+    o.backward(inputs["do"].to(device=device, dtype=dtype))
+    return {"o": o, "dq": q.grad, "dk": k.grad, "dv": v.grad, "node": type(o.grad_fn).__name__}
+
+
+def measure_attention(case: AttentionCase, dtype: torch.dtype, device: str, seed: int = 0,
+                      reference_dtype: bool = False) -> dict:
+    """Errors of kernels.attention (or, with reference_dtype, of the reference in `dtype`) against float64."""
+    inputs = _attn_inputs(case, seed)
+    want = _attn_run(reference.attention, case, inputs, torch.float64, device)
+    fn = reference.attention if reference_dtype else kernels.attention
+    got = _attn_run(fn, case, inputs, dtype, device)
+    return _errors(got, want)
+
+
