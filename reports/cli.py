@@ -1,0 +1,32 @@
+"""`mupbench report DIR`: the report of a finished or partial sweep; also written at the end of `mupbench run`."""
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="HTML report, results.json, summary.md and junit.xml of a sweep")
+    p.add_argument("dir", help="sweep directory")
+    p.add_argument("--out", default=None, metavar="PATH",
+                   help="a directory for the four files, or the .html path with the others beside it "
+                        "(default DIR/report/)")
+    p.add_argument("--tolerance", type=float, default=None, help="allowed spread of optima in log2 LR (default one grid step)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from reports.build import write_report  # plotting libraries load only when a report is written
+
+    print_paths(write_report(args.dir, args.out, args.tolerance))
+    return 0
+
+
+def report_after_run(sweep_dir, tolerance=None) -> None:
+    """What `mupbench run` calls after printing its verdicts."""
+    from reports.build import write_report
+
+    print_paths(write_report(sweep_dir, None, tolerance))
+
+
+def print_paths(paths: dict) -> None:
+    print("report: " + paths["report.html"].as_posix())
+    for name in ("results.json", "summary.md", "junit.xml"):
+        print(f"        {paths[name].as_posix()}")

@@ -1,0 +1,61 @@
+"""summary.md: a compact markdown summary for a pull-request comment or a CI step summary ($GITHUB_STEP_SUMMARY)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.tables import fmt, markdown_table
+
+AGREEMENT_MARK = {"agree": "✅ agree", "disagree": "❌ disagree", "inconclusive": "⚠️ inconclusive",
+                  "no expectation": "no expectation"}
+
+
+def summary_markdown(title: str, headers: list[str], rows: list[list], intro: list[str] = (),
+                     notes: list[str] = ()) -> str:
+    """A '### title' heading, intro lines, a markdown table, then notes as a bullet list."""
+    parts = [f"### {title}"]
+    if intro:
+        parts.append("\n".join(intro))
+    parts.append(markdown_table(headers, rows) if rows else "_nothing to show yet_")
+    if notes:
+        parts.append("\n".join(f"- {n}" for n in notes))
+    return "\n\n".join(parts) + "\n"
+
+
+def sweep_summary(sweep, results: dict) -> str:
+    """The summary of a loaded sweep (reports.sweep.SweepData) and its results.json document."""
+    meta = results["sweep"]
+    entries = results["verdicts"]
+    tally = {k: sum(e["agreement"] == k for e in entries) for k in AGREEMENT_MARK}
+    c = meta["counts"]
+    widths = meta["widths"]
+    title = f"mupbench · {', '.join(meta['suites']) or 'sweep'} · {meta['preset'] or '?'}"
+    judged = ", ".join(f"{n} {k}" for k, n in tally.items() if n)
+    corpus = meta["corpus"]
+    intro = [
+        f"**{judged or 'no verdicts yet'}** (of {len(entries)} verdicts) · "
+        f"{c['finished']}/{c['planned']} runs finished ({c['diverged']} diverged, {c['failed']} failed)"
+        + ("" if c["complete"] else " · **sweep incomplete**"),
+        f"device {', '.join(meta['devices']) or '?'} · torch {', '.join(meta['versions'].get('torch', ['?']))} · "
+        f"rev {', '.join(meta['git_revs']) or '?'} · corpus {corpus['name'] + ' ' + corpus['sha256'][:12] if corpus else '?'}",
+    ]
+    rows = []
+    for e in entries:
+        opt = e["optimal_log2_lr"]
+        rows.append([
+            e["ablation"], e["parameterization"], e["expected"] if e["expected"] != "unknown" else "–",
+            e["verdict"] + ("" if e["complete"] else " (partial)"), AGREEMENT_MARK[e["agreement"]],
+            *[fmt(opt.get(str(w))) for w in widths], e["drift_per_doubling"], e["transfer_regret"], e["wider_is_better"],
+        ])
+    notes = [f"`{e['ablation']}` {e['parameterization']}: {e['reason']}"
+             for e in entries if e["agreement"] in ("disagree", "inconclusive") or not e["complete"]]
+    notes.append("w*N*: optimal log2 LR at width *N*; drift: log2 LR per width doubling; regret: widest model's loss at "
+                 "the narrowest model's best LR minus its best")
+    headers = ["ablation", "param", "expected", "observed", "agreement", *[f"w{w}" for w in widths], "drift/2x",
+               "regret", "wider better"]
+    return summary_markdown(title, headers, rows, intro, notes)
+
+
+def write_summary(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.write_text(text, encoding="utf-8")
+    return path

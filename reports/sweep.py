@@ -1,0 +1,217 @@
+"""Everything a report shows, read from a sweep directory: the store, the transfer analysis, and coord_check.json.
+
+Reports never train and never write into the store, so they can be built at any time on a finished or a partial sweep.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import UserError
+from harness.store import Store
+from harness.transfer import Verdict, analyze
+
+COORD_CHECK_FILE = "coord_check.json"
+COORD_CHECK_SCHEMA = "mupbench.coord_check/1"
+PARAMETERIZATION_ORDER = ("mup", "sp")
+
+
+def agreement(observed: str, expected: str) -> str:
+    """agree | disagree | no expectation | inconclusive (an inconclusive verdict neither agrees nor disagrees)."""
+    if expected not in ("transfers", "shifts"):
+        return "no expectation"
+    if observed not in ("transfers", "shifts"):
+        return "inconclusive"
+    return "agree" if observed == expected else "disagree"
+
+
+def expectation(info: dict | None, parameterization: str, parameterizations_run: set[str]) -> tuple[str, str, str]:
+    """(expected, reported, note) for one (ablation, parameterization).
+
+    A registered verdict describes the ablation as registered: a change to the μP baseline, or an ablation that selects
+    its parameterization itself (standard_parameterization, run only under SP). A μP ablation that a sweep also runs
+    under another parameterization for comparison (the smoke suite's SP baseline) has no registered verdict there.
+    """
+    if not info:
+        return "unknown", "unknown", "ablation not described in this sweep's store"
+    if parameterization != "mup" and "mup" in parameterizations_run:
+        return "unknown", "unknown", f"a μP ablation run under {parameterization} for comparison: no registered verdict"
+    return info.get("expected", "unknown"), info.get("reported", "unknown"), ""
+
+
+@dataclass
+class SweepData:
+    dir: Path
+    runs: pd.DataFrame
+    plan: pd.DataFrame
+    counts: dict
+    info: dict
+    suites: list[str]
+    preset: str | None
+    created_at: float | None
+    tolerance: float | None
+    verdicts: list[Verdict]
+    entries: list[dict]  # one per verdict, results.json's "verdicts", in display order
+    progress: list[dict]  # per (ablation, parameterization) of the plan: planned / finished / failed
+    curves: pd.DataFrame  # validation curves of every run at a width's grid optimum
+    coord_check: dict | None = None
+    coord_check_error: str | None = None
+    generated_at: float = field(default_factory=time.time)
+
+    @property
+    def widths(self) -> list[int]:
+        return sorted({int(w) for w in self.runs["width"]} | {int(w) for w in self.plan["width"]})
+
+    @property
+    def finished(self) -> int:
+        return self.counts["ok"] + self.counts["diverged"]
+
+    @property
+    def complete(self) -> bool:
+        return self.counts["planned"] > 0 and self.finished >= self.counts["planned"]
+
+    def ablations(self) -> list[str]:
+        """Ablations in registry order (as stored), then any others alphabetically."""
+        names = set(self.runs["ablation"]) | set(self.plan["ablation"])
+        ordered = [n for n in self.info if n in names]
+        return ordered + sorted(names - set(ordered))
+
+    def meta(self) -> dict:
+        """The sweep section of results.json."""
+        runs = self.runs
+        versions: dict[str, list[str]] = {}
+        for text in runs["versions"].dropna().unique():
+            for package, version in json.loads(text).items():
+                versions.setdefault(package, [])
+                if str(version) not in versions[package]:
+                    versions[package].append(str(version))
+        wall = runs["wall_s"].astype(float).fillna(0.0)
+        span = float((runs["finished_at"] - wall).min()) if len(runs) else None
+        return {
+            "dir": str(self.dir),
+            "suites": list(self.suites),
+            "preset": self.preset,
+            "created_at": _iso(self.created_at),
+            "devices": _by_frequency(runs["device"]),
+            "versions": versions,
+            "git_revs": _by_frequency(runs["git_rev"]),
+            "corpus": self.corpus(),
+            "widths": self.widths,
+            "counts": {**self.counts, "finished": self.finished, "complete": self.complete},
+            "wall_s": {
+                "sum": float(wall.sum()),
+                "span": float(runs["finished_at"].max() - span) if span is not None else 0.0,
+            },
+            "progress": self.progress,
+        }
+
+    def corpus(self) -> dict | None:
+        specs = list(self.plan["spec"][:1]) or list(self.runs["spec"][:1])
+        return json.loads(specs[0])["data"] if specs else None
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def _by_frequency(column: pd.Series) -> list[str]:
+    return [str(v) for v, _ in Counter(column.dropna()).most_common()]
+
+
+def _progress(plan: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
+    out = []
+    keys = pd.concat([plan[["ablation", "parameterization"]], runs[["ablation", "parameterization"]]])
+    for (ablation, param), _ in keys.groupby(["ablation", "parameterization"], sort=False):
+        planned = plan[(plan["ablation"] == ablation) & (plan["parameterization"] == param)]
+        done = runs[(runs["ablation"] == ablation) & (runs["parameterization"] == param)]
+        finished = int(done["status"].isin(["ok", "diverged"]).sum())
+        out.append({"ablation": ablation, "parameterization": param, "planned": max(len(planned), finished),
+                    "finished": finished, "diverged": int((done["status"] == "diverged").sum()),
+                    "failed": int((done["status"] == "failed").sum())})
+    return out
+
+
+def verdict_entry(v: Verdict, info: dict | None, parameterizations_run: set[str], progress: dict | None) -> dict:
+    """One element of results.json's "verdicts": the analysis' Verdict plus expectation, agreement and progress."""
+    expected, reported, note = expectation(info, v.parameterization, parameterizations_run)
+    entry = v.to_json()
+    entry.update(
+        expected=expected,
+        reported=reported,
+        expectation_note=note,
+        agreement=agreement(v.verdict, expected),
+        runs={k: progress[k] for k in ("planned", "finished", "diverged", "failed")} if progress else None,
+        complete=bool(progress) and progress["finished"] >= progress["planned"],
+    )
+    return entry
+
+
+def _param_key(param: str) -> tuple:
+    return (PARAMETERIZATION_ORDER.index(param) if param in PARAMETERIZATION_ORDER else len(PARAMETERIZATION_ORDER),
+            param)
+
+
+def read_coord_check(sweep_dir: Path) -> tuple[dict | None, str | None]:
+    """(document, None), (None, None) when the sweep has no coord check, or (None, why it cannot be shown)."""
+    path = sweep_dir / COORD_CHECK_FILE
+    if not path.exists():
+        return None, None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return None, f"{path} is not readable JSON ({e})"
+    if not isinstance(doc, dict) or doc.get("schema") != COORD_CHECK_SCHEMA or not isinstance(doc.get("checks"), list):
+        return None, f"{path} is not a {COORD_CHECK_SCHEMA} document"
+    for check in doc["checks"]:
+        if not isinstance(check, dict) or not isinstance(check.get("records"), list):
+            return None, f"{path}: every check needs a list of records"
+    return doc, None
+
+
+def load(sweep_dir: str | Path, tolerance: float | None = None) -> SweepData:
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        raise UserError(f"--tolerance must be a number >= 0, got {tolerance}")
+    sweep_dir = Path(sweep_dir)
+    store = Store(sweep_dir)
+    try:
+        runs, plan, counts = store.runs(), store.planned(), store.counts()
+        info = store.get_meta("ablation_info", {}) or {}
+        suites = store.get_meta("suites", []) or []
+        preset, created_at = store.get_meta("preset"), store.get_meta("created_at")
+        verdicts = analyze(runs, tolerance)
+        optimum_runs = _optimum_runs(runs, verdicts)
+        curves = store.curves(list(optimum_runs["run_hash"])) if len(optimum_runs) else store.curves([])
+    finally:
+        store.close()
+    curves = curves[curves["split"] == "val"].merge(
+        optimum_runs[["run_hash", "ablation", "parameterization", "width", "log2_lr", "seed"]], on="run_hash")
+
+    progress = _progress(plan, runs)
+    by_group = {(p["ablation"], p["parameterization"]): p for p in progress}
+    params_run = {a: set(g["parameterization"]) for a, g in pd.concat([plan, runs]).groupby("ablation")}
+    order = {name: i for i, name in enumerate([n for n in info] + sorted(set(runs["ablation"]) - set(info)))}
+    verdicts.sort(key=lambda v: (order.get(v.ablation, len(order)), _param_key(v.parameterization)))
+    entries = [verdict_entry(v, info.get(v.ablation), params_run.get(v.ablation, set()),
+                             by_group.get((v.ablation, v.parameterization))) for v in verdicts]
+    coord_check, coord_error = read_coord_check(sweep_dir)
+    return SweepData(sweep_dir, runs, plan, counts, info, suites, preset, created_at, tolerance, verdicts, entries,
+                     progress, curves, coord_check, coord_error)
+
+
+def _optimum_runs(runs: pd.DataFrame, verdicts: list[Verdict]) -> pd.DataFrame:
+    """The finished runs at each width's grid argmin (every seed)."""
+    keys = [(v.ablation, v.parameterization, o.width, o.argmin_log2_lr)
+            for v in verdicts for o in v.optima if o.argmin_log2_lr is not None]
+    if not keys:
+        return runs.iloc[0:0]
+    wanted = pd.DataFrame(keys, columns=["ablation", "parameterization", "width", "log2_lr"])
+    finished = runs[runs["status"] == "ok"]
+    return finished.merge(wanted, on=["ablation", "parameterization", "width", "log2_lr"])
