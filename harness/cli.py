@@ -13,6 +13,7 @@ from pathlib import Path
 
 from harness.errors import UserError
 from harness.tables import text_table
+from reports import cli as report_cli
 
 
 class _Parser(argparse.ArgumentParser):
@@ -128,7 +129,9 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt:
         return 130
     print(f"sweep directory: {out}")
-    return _print_verdicts(out, args.tolerance)
+    status = _print_verdicts(out, args.tolerance)
+    report_cli.report_after_run(out, args.tolerance)
+    return status
 
 
 def ablation_info(items) -> dict:
@@ -290,7 +293,26 @@ def cmd_list(args) -> int:
     return 0
 
 
-COMMANDS = [_add_run, _add_status, _add_analyze, _add_explain, _add_list]
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="time the Triton kernels against torch on a CUDA GPU")
+    what = p.add_subparsers(dest="what", parser_class=_Parser, required=True, metavar="kernels")
+    k = what.add_parser("kernels", help="RMSNorm, attention and the training step vs torch eager, compile and SDPA")
+    from kernels.bench import add_arguments
+
+    add_arguments(k)
+    k.set_defaults(func=cmd_bench_kernels)
+
+
+def cmd_bench_kernels(args) -> int:
+    from kernels.bench import run
+
+    return run(args.out, quick=args.quick)
+
+
+from harness import byo, coord_check, gate  # noqa: E402  (byo.add_parser adds --model to `run`: keep it after _add_run)
+
+COMMANDS = [_add_run, _add_status, _add_analyze, _add_explain, _add_list, report_cli.add_parser, byo.add_parser,
+            coord_check.add_parser, gate.add_parser, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -169,13 +169,22 @@ class RunSpec:
     extra: dict = field(default_factory=dict)  # free-form labels that do not change training (e.g. suite)
 
     def identity(self) -> dict:
-        """Everything that changes the result, as plain data."""
-        return {
+        """Everything that changes the result, as plain data.
+
+        A run of a user's own model (`--model`, extra["byo_model"]) adds `model_source`: the factory's name, its source
+        file's SHA-256 and the reinit flag. Built-in runs have no such entry, so their hashes are unchanged.
+        """
+        out = {
             "semantics": RUN_SEMANTICS_VERSION,
             "model": dataclasses.asdict(self.model),
             "train": dataclasses.asdict(self.train),
             "data": {"sha256": self.data.sha256, "vocab_size": self.data.vocab_size},
         }
+        if "byo_model" in self.extra:
+            from harness.byo import ModelSource
+
+            out["model_source"] = ModelSource.identity(self.extra["byo_model"])
+        return out
 
     @property
     def run_hash(self) -> str:

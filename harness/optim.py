@@ -18,13 +18,20 @@ from harness.errors import UserError
 from harness.parameterization import lr_mult, rule
 
 
-def parameter_groups(model: nn.Module, lr: float, weight_decay: float, weight_decay_mode: str) -> list[dict]:
-    """One optimizer group per (LR multiplier, decays) pair, from the model's parameter roles."""
+def parameter_groups(
+    model: nn.Module, lr: float, weight_decay: float, weight_decay_mode: str, roles=None, cfg=None
+) -> list[dict]:
+    """One optimizer group per (LR multiplier, decays) pair, from the model's parameter roles.
+
+    `roles` ((name, parameter, role) triples) and `cfg` (anything with parameterization, width, base_width) default
+    to a built-in model's own; harness/byo.py passes them for a model of the user's.
+    """
     from harness.model import parameter_roles
 
-    cfg = model.cfg
+    cfg = model.cfg if cfg is None else cfg
+    roles = [(name, p, role) for name, p, role, _ in parameter_roles(model)] if roles is None else roles
     groups: dict[tuple[float, bool], dict] = {}
-    for name, p, role, _ in parameter_roles(model):
+    for name, p, role in roles:
         mult = lr_mult(cfg, role)
         decays = rule(cfg.parameterization, role).weight_decay and weight_decay > 0
         group = groups.setdefault((mult, decays), {"params": [], "names": [], "lr_mult": mult, "roles": set()})
@@ -49,16 +56,19 @@ def build_optimizer(
     weight_decay_mode: str = "coupled",
     betas: tuple[float, float] | None = None,
     eps: float = 1e-8,
+    groups: list[dict] | None = None,
 ) -> torch.optim.Optimizer:
     """A torch optimizer whose per-tensor learning rates follow the model's parameterization.
 
-    `lr` is the base rate α. Lion defaults to betas (0.95, 0.98) and AdamW to (0.9, 0.95).
+    `lr` is the base rate α. Lion defaults to betas (0.95, 0.98) and AdamW to (0.9, 0.95). `groups` (each with
+    `peak_lr`) replaces the groups made from the model's roles (harness/byo.py makes them for a user's model).
     """
     if not (math.isfinite(lr) and lr > 0):
         raise UserError(f"learning rate must be a positive number, got {lr!r}")
     if weight_decay_mode not in ("coupled", "independent"):
         raise UserError(f"weight_decay_mode={weight_decay_mode!r} is not one of: coupled, independent")
-    groups = parameter_groups(model, lr, weight_decay, weight_decay_mode)
+    if groups is None:
+        groups = parameter_groups(model, lr, weight_decay, weight_decay_mode)
     if optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=betas or (0.9, 0.95), eps=eps)
     if optimizer == "lion":

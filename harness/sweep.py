@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from harness.byo import attach_active_model
 from harness.config import RunSpec
 from harness.errors import UserError
 from harness.store import Store
@@ -206,6 +207,7 @@ def run_sweep(
     sweep_dir = Path(sweep_dir)
     plan = plan_workers(device, workers)
     store = Store(sweep_dir, create=True)
+    specs = attach_active_model(specs, store)  # `mupbench run --model`: the specs carry the user's model
     store.add_plan(specs)
     finished = store.finished_hashes()
     unique = {s.run_hash: s for s in specs}

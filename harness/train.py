@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
+from harness import byo
 from harness.config import RunSpec
 from harness.model import build_model, count_parameters
 from harness.optim import build_optimizer, schedule, set_lr
@@ -49,7 +50,13 @@ def train(spec: RunSpec, tokens: np.ndarray, device: str | torch.device = "cpu",
     device = torch.device(device)
     cfg, tc = spec.model, spec.train
     torch.manual_seed(tc.seed)
-    model = build_model(cfg).to(device)
+    groups = None
+    if byo.is_byo(spec):  # a user's model (`--model`): built by its factory, LRs from its hook or inferred roles
+        prepared = byo.build_for_spec(spec)
+        model = prepared.model.to(device)
+        groups = prepared.groups(tc.lr, tc.weight_decay, tc.weight_decay_mode)
+    else:
+        model = build_model(cfg).to(device)
     opt = build_optimizer(
         model,
         lr=tc.lr,
@@ -58,6 +65,7 @@ def train(spec: RunSpec, tokens: np.ndarray, device: str | torch.device = "cpu",
         weight_decay_mode=tc.weight_decay_mode,
         betas=(tc.beta1, tc.beta2),
         eps=tc.eps,
+        groups=groups,
     )
     batches = Batches(tokens, tc.batch_size, tc.seq_len, tc.steps, tc.eval_batches, tc.data_seed)
 

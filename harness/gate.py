@@ -1,0 +1,399 @@
+"""`mupbench gate`: exit 1 when a change broke μ-transfer — the CI step that guards a training repo's pull requests.
+
+On a finished sweep directory (or one it runs first: `--suite S [--preset P] --out DIR`, through `mupbench run`, so
+`--model` works here too) the gate judges one case per (ablation, parameterization) and one per coordinate check:
+
+    finding        when                                                               exit status
+    regression     an ablation expected to transfer shifts                            1
+                   an ablation that transferred on the baseline shifts now            1
+                   an optimum moved more than --optimum-tolerance (log2 LR) from the baseline  1
+                   a μP coordinate check in DIR/coord_check.json failed                1
+                   runs crashed (status failed): the code under test raised            1
+    improvement    an ablation expected to shift (or shifting on the baseline) transfers   0, 1 with --strict
+    warning        a verdict is inconclusive (optimum on the grid edge, divergence,   0, 1 with --strict
+                   missing runs); the sweep is incomplete; a baseline entry is gone;
+                   an SP coordinate check passed (the check could not tell SP from μP)
+    note           no registered expectation (e.g. the smoke suite's SP comparison)   0
+
+Inconclusive is a warning, not a failure: it says the grid or the budget cannot judge, not that transfer broke —
+fix the grid (the message says how); `--strict` makes it fail for teams that want every verdict decided.
+
+`--baseline FILE` compares with a results.json from the main branch (schema mupbench.results/1; only each verdict's
+ablation, parameterization, verdict and optimal_log2_lr are read). A FILE that does not exist yet is written from this
+sweep (the full results.json) and the comparison passes, saying so; the other checks still apply.
+
+Writes DIR/junit.xml and DIR/summary.md (reports.junit / reports.summary writers) and prints a compact table.
+Usage and input errors (no sweep directory, malformed baseline or coord_check.json) exit 2 with one line.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.tables import text_table
+
+RESULTS_SCHEMA = "mupbench.results/1"
+DEFAULT_OPTIMUM_TOLERANCE = 1.0
+
+
+@dataclass
+class Finding:
+    severity: str  # regression | improvement | warning | note
+    text: str
+
+
+@dataclass
+class Case:
+    name: str  # "baseline[mup]" or "coord-check[mup]"
+    kind: str  # "verdict" | "coord-check"
+    expected: str = "–"
+    observed: str = "–"
+    baseline: str = "–"
+    optimum_shift: float | None = None  # largest |Δ optimal log2 LR| vs the baseline
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, severity: str, text: str) -> None:
+        self.findings.append(Finding(severity, text))
+
+    def has(self, severity: str) -> bool:
+        return any(f.severity == severity for f in self.findings)
+
+    def fails(self, strict: bool) -> bool:
+        return self.has("regression") or (strict and (self.has("improvement") or self.has("warning")))
+
+    def result(self, strict: bool) -> str:
+        for severity, label in (("regression", "REGRESSION"), ("improvement", "improvement"), ("warning", "warning")):
+            if self.has(severity):
+                return label + (" (strict)" if strict and severity != "regression" else "")
+        return "note" if self.has("note") else "pass"
+
+    def message(self) -> str:
+        return "; ".join(f.text for f in self.findings)
+
+    def to_json(self, strict: bool) -> dict:
+        return {"name": self.name, "kind": self.kind, "expected": self.expected, "observed": self.observed,
+                "baseline": self.baseline, "optimum_shift": self.optimum_shift, "result": self.result(strict),
+                "failed": self.fails(strict), "findings": [{"severity": f.severity, "text": f.text} for f in self.findings]}
+
+
+# --- the baseline ------------------------------------------------------------------------------------------------------
+def read_baseline(path: Path) -> dict[tuple[str, str], dict]:
+    """(ablation, parameterization) → {verdict, optimal_log2_lr} from a results.json; UserError when malformed."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--baseline {path} cannot be read ({e})") from None
+    except ValueError as e:
+        raise UserError(f"--baseline {path} is not valid JSON ({e}): pass a results.json from `mupbench report`") from None
+    if not isinstance(doc, dict) or doc.get("schema") != RESULTS_SCHEMA:
+        found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise UserError(f"--baseline {path} is not a {RESULTS_SCHEMA} document (schema {found!r}): "
+                        "pass a results.json from `mupbench report`, or a path that does not exist yet to write one")
+    verdicts = doc.get("verdicts")
+    if not isinstance(verdicts, list):
+        raise UserError(f"--baseline {path}: 'verdicts' must be a list")
+    out = {}
+    for i, v in enumerate(verdicts):
+        if not isinstance(v, dict) or not all(isinstance(v.get(k), str) for k in ("ablation", "parameterization", "verdict")):
+            raise UserError(f"--baseline {path}: verdicts[{i}] needs string 'ablation', 'parameterization' and 'verdict'")
+        optima = v.get("optimal_log2_lr") or {}
+        if not isinstance(optima, dict) or not all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+                                                   for x in optima.values()):
+            raise UserError(f"--baseline {path}: verdicts[{i}].optimal_log2_lr must map widths to numbers or null")
+        out[(v["ablation"], v["parameterization"])] = {"verdict": v["verdict"], "optimal_log2_lr": optima}
+    return out
+
+
+def write_baseline(path: Path, sweep) -> None:
+    from reports.results import results_document, write_results
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_results(path, results_document(sweep))
+
+
+# --- judging ------------------------------------------------------------------------------------------------------------
+def judge_verdict(entry: dict, base: dict | None, optimum_tolerance: float) -> Case:
+    """One case for a results.json verdict entry (reports.sweep.verdict_entry), against its baseline entry if any."""
+    case = Case(f"{entry['ablation']}[{entry['parameterization']}]", "verdict",
+                expected=entry.get("expected", "unknown"), observed=entry["verdict"])
+    expected, observed, reason = case.expected, case.observed, entry.get("reason", "")
+    runs = entry.get("runs") or {}
+    complete = entry.get("complete", True)
+    if runs.get("failed"):
+        case.add("regression", f"{runs['failed']} run(s) crashed (status failed): `mupbench status` and the store's "
+                               "error column say why")
+    if not complete:
+        case.add("warning", f"sweep incomplete: {runs.get('finished', '?')}/{runs.get('planned', '?')} runs finished; "
+                            f"so far {observed}")
+    if observed == "inconclusive":
+        case.add("warning", f"inconclusive: {reason}")
+    elif expected == "transfers" and observed == "shifts":
+        case.add("regression", f"expected to transfer, shifts: {reason}")
+    elif expected == "shifts" and observed == "transfers":
+        case.add("improvement", f"expected to shift, transfers now: {reason} (update the expectation if this is meant)")
+    elif expected not in ("transfers", "shifts"):
+        case.add("note", f"no registered expectation; observed {observed}")
+    if base is None:
+        return case
+    case.baseline = base["verdict"]
+    if complete and observed in ("transfers", "shifts") and base["verdict"] != observed:
+        if base["verdict"] == "transfers":
+            case.add("regression", "transferred on the baseline, shifts now")
+        elif base["verdict"] == "shifts":
+            case.add("improvement", "shifted on the baseline, transfers now")
+    elif complete and base["verdict"] == "transfers" and observed == "inconclusive":
+        case.add("warning", "transferred on the baseline, inconclusive now")
+    now = entry.get("optimal_log2_lr") or {}
+    moved = []
+    for width, before in sorted(base["optimal_log2_lr"].items(), key=lambda kv: _width_key(kv[0])):
+        after = now.get(str(width))
+        if before is None or after is None or not (math.isfinite(before) and math.isfinite(after)):
+            continue
+        shift = after - before
+        if case.optimum_shift is None or abs(shift) > abs(case.optimum_shift):
+            case.optimum_shift = shift
+        if complete and abs(shift) > optimum_tolerance + 1e-9:
+            moved.append(f"width {width}: 2^{before:.2f} → 2^{after:.2f} ({shift:+.2f})")
+    if moved:
+        case.add("regression", f"optimum moved more than {optimum_tolerance:g} log2 LR from the baseline: "
+                               + ", ".join(moved))
+    return case
+
+
+def _width_key(w) -> tuple:
+    try:
+        return (0, int(w))
+    except (TypeError, ValueError):
+        return (1, str(w))
+
+
+def judge_coord_check(check: dict) -> Case:
+    from harness.coord_check import Slope, describe_failure, worst_failures
+
+    param = check.get("parameterization", "?")
+    expected = check.get("expected") or ("fail" if param == "sp" else "pass")
+    passed = bool(check.get("passed"))
+    case = Case(f"coord-check[{param}]", "coord-check", expected=expected, observed="pass" if passed else "fail")
+    failing = [Slope(s.get("module", "?"), s.get("step", 0), s.get("quantity", ""), s.get("slope"), False)
+               for s in check.get("slopes", []) if isinstance(s, dict) and not s.get("passed", True)]
+    described = [describe_failure(s) for s in worst_failures(failing, per="module")]
+    threshold = check.get("threshold")
+    label = check.get("label", param)
+    if expected == "pass" and not passed:
+        more = f" and {len(described) - 4} more" if len(described) > 4 else ""
+        case.add("regression", f"{label}: {len(described)} module(s) drift (threshold {threshold}), worst first: "
+                               + "; ".join(described[:4]) + more)
+    elif expected == "fail" and passed:
+        case.add("warning", f"{label} passed: at these widths and LR the check cannot tell SP from μP (raise --lr)")
+    elif expected == "fail":
+        case.add("note", f"{label} fails as expected ({len(described)} module(s) drift)")
+    return case
+
+
+@dataclass
+class GateResult:
+    cases: list[Case]
+    strict: bool
+    baseline_note: str | None = None
+
+    @property
+    def failed(self) -> list[Case]:
+        return [c for c in self.cases if c.fails(self.strict)]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def count(self, severity: str) -> int:
+        return sum(c.has(severity) for c in self.cases)
+
+    def headline(self) -> str:
+        counts = ", ".join(f"{self.count(s)} {s}{'s' if self.count(s) != 1 else ''}"
+                           for s in ("regression", "improvement", "warning"))
+        return f"gate: {'PASS' if self.passed else 'FAIL'} ({counts}{', strict' if self.strict else ''})"
+
+    def to_json(self) -> dict:
+        return {"schema": "mupbench.gate/1", "passed": self.passed, "strict": self.strict,
+                "baseline_note": self.baseline_note, "cases": [c.to_json(self.strict) for c in self.cases]}
+
+
+def evaluate(sweep, baseline: dict | None, strict: bool = False,
+             optimum_tolerance: float = DEFAULT_OPTIMUM_TOLERANCE) -> GateResult:
+    """Judge a loaded sweep (reports.sweep.SweepData) against its expectations, its coord check and a baseline."""
+    cases = []
+    if sweep.coord_check_error:
+        raise UserError(f"{sweep.coord_check_error}: re-run `mupbench coord-check --out {sweep.dir}` or remove it")
+    for check in (sweep.coord_check or {}).get("checks", []):
+        cases.append(judge_coord_check(check))
+    seen = set()
+    for entry in sweep.entries:
+        key = (entry["ablation"], entry["parameterization"])
+        seen.add(key)
+        cases.append(judge_verdict(entry, (baseline or {}).get(key), optimum_tolerance))
+    for p in sweep.progress:  # planned groups with no finished run have no verdict: the gate must still see them
+        key = (p["ablation"], p["parameterization"])
+        if key in seen:
+            continue
+        seen.add(key)
+        info = sweep.info.get(p["ablation"]) or {}
+        case = Case(f"{key[0]}[{key[1]}]", "verdict", expected=info.get("expected", "unknown") if key[1] == "mup"
+                    else "unknown", observed="no runs")
+        if p["failed"]:
+            case.add("regression", f"{p['failed']} run(s) crashed (status failed) and none finished")
+        else:
+            case.add("warning", f"no finished runs yet (0/{p['planned']})")
+        cases.append(case)
+    for key in sorted(set(baseline or {}) - seen):
+        case = Case(f"{key[0]}[{key[1]}]", "verdict", baseline=baseline[key]["verdict"], observed="absent")
+        case.add("warning", "in the baseline but not in this sweep")
+        cases.append(case)
+    if not cases:
+        raise UserError(f"{sweep.dir} has no runs and no coordinate check to judge: run a sweep into it first")
+    return GateResult(cases, strict)
+
+
+# --- output ------------------------------------------------------------------------------------------------------------
+HEADERS = ["check", "expected", "observed", "baseline", "Δopt", "result"]
+
+
+def _rows(result: GateResult) -> list[list]:
+    return [[c.name, c.expected, c.observed, c.baseline,
+             f"{c.optimum_shift:+.2f}" if c.optimum_shift is not None else "–", c.result(result.strict)]
+            for c in result.cases]
+
+
+def junit_cases(result: GateResult) -> list:
+    from reports.junit import Case as JUnitCase
+
+    out = []
+    for c in result.cases:
+        case = JUnitCase(name=c.name, classname=f"mupbench.gate.{c.kind}")
+        if c.fails(result.strict):
+            case.failure = c.message()
+        elif c.has("warning") or c.has("note"):
+            case.skipped = c.message()
+        out.append(case)
+    return out
+
+
+def summary(result: GateResult, sweep_dir: Path, baseline_path: Path | None) -> str:
+    from reports.summary import summary_markdown
+
+    intro = [f"**{result.headline()}** · sweep `{sweep_dir}`"
+             + (f" · baseline `{baseline_path}`" if baseline_path else " · no baseline")]
+    if result.baseline_note:
+        intro.append(result.baseline_note)
+    notes = [f"`{c.name}` {f.severity}: {f.text}" for c in result.cases for f in c.findings if f.severity != "note"]
+    notes.append("Δopt: the largest move of a width's optimal log2 LR from the baseline")
+    return summary_markdown("mupbench gate", HEADERS, _rows(result), intro, notes)
+
+
+# --- CLI ------------------------------------------------------------------------------------------------------------------
+def add_parser(sub) -> None:
+    from harness.byo import add_model_arguments
+
+    p = sub.add_parser("gate", help="exit 1 when transfer regressed: verdicts vs expectations, a baseline, the coord check")
+    p.add_argument("dir", nargs="?", default=None, help="a sweep directory (or give --suite and --out to run one first)")
+    p.add_argument("--baseline", default=None, metavar="RESULTS_JSON",
+                   help="results.json of the main branch to compare with; written from this sweep if it does not exist")
+    p.add_argument("--strict", action="store_true", help="improvements and warnings (inconclusive, incomplete) fail too")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="allowed spread of optima within a sweep, log2 LR (default one grid step)")
+    p.add_argument("--optimum-tolerance", type=float, default=DEFAULT_OPTIMUM_TOLERANCE,
+                   help=f"how far an optimum may move from the baseline, log2 LR (default {DEFAULT_OPTIMUM_TOLERANCE:g})")
+    p.add_argument("--junit", default=None, help="JUnit XML path (default DIR/junit.xml)")
+    p.add_argument("--summary", default=None, help="markdown summary path (default DIR/summary.md)")
+    p.add_argument("--json", action="store_true", help="print the gate's findings as JSON")
+    run = p.add_argument_group("running the sweep first (through `mupbench run`)")
+    run.add_argument("--suite", default=None, help="run this suite into --out (or DIR) before judging")
+    run.add_argument("--preset", default=None)
+    run.add_argument("--out", default=None)
+    run.add_argument("--ablation", default=None)
+    run.add_argument("--ablations", action="append", default=[], metavar="PATH_OR_MODULE")
+    run.add_argument("--device", default=None)
+    run.add_argument("--workers", default=None)
+    run.add_argument("--seeds", default=None)
+    run.add_argument("--widths", default=None)
+    run.add_argument("--lrs", default=None)
+    run.add_argument("--data", default=None)
+    run.add_argument("--quiet", action="store_true")
+    add_model_arguments(run)
+    p.set_defaults(func=cmd_gate)
+
+
+def _run_first(args, out: Path) -> int:
+    from harness.cli import build_parser
+
+    argv = ["run", "--suite", args.suite, "--out", str(out)]
+    for option in ("preset", "ablation", "device", "workers", "seeds", "widths", "lrs", "data", "model", "tolerance"):
+        value = getattr(args, option)
+        if value is not None:
+            argv += [f"--{option}", str(value)]
+    for target in args.ablations:
+        argv += ["--ablations", target]
+    argv += ["--reinit"] if args.reinit else []
+    argv += ["--quiet"] if args.quiet else []
+    run_args = build_parser().parse_args(argv)
+    return run_args.func(run_args)
+
+
+def cmd_gate(args) -> int:
+    from reports import sweep as sweep_data
+
+    if args.dir and args.out and Path(args.dir) != Path(args.out):
+        raise UserError("give the sweep directory once: as DIR or as --out")
+    target = args.dir or args.out
+    if target is None:
+        raise UserError("which sweep? give a sweep directory, or --suite S --out DIR to run one first")
+    sweep_dir = Path(target)
+    run_only = ("ablation", "preset", "model", "device", "workers", "seeds", "widths", "lrs", "data")
+    if args.suite is None:
+        given = [o for o in run_only if getattr(args, o) is not None] + (["ablations"] if args.ablations else [])
+        if given or args.reinit:
+            raise UserError(f"--{(given or ['reinit'])[0]} applies only with --suite (running a sweep first)")
+        if not (sweep_dir / "mupbench.sqlite").exists():
+            raise UserError(f"{sweep_dir} is not a mupbench sweep directory: run `mupbench run --out {sweep_dir}` "
+                            "first, or give --suite to run one")
+    if not (math.isfinite(args.optimum_tolerance) and args.optimum_tolerance >= 0):
+        raise UserError(f"--optimum-tolerance must be a number >= 0, got {args.optimum_tolerance}")
+    baseline_path = Path(args.baseline) if args.baseline else None
+    if baseline_path is not None and baseline_path.is_dir():
+        raise UserError(f"--baseline {baseline_path} is a directory: pass a results.json path")
+    baseline = read_baseline(baseline_path) if baseline_path is not None and baseline_path.exists() else None
+
+    if args.suite is not None:
+        status = _run_first(args, sweep_dir)
+        if status != 0:
+            return status
+    sweep = sweep_data.load(sweep_dir, args.tolerance)
+    result = evaluate(sweep, baseline, args.strict, args.optimum_tolerance)
+    if baseline_path is not None and baseline is None:
+        write_baseline(baseline_path, sweep)
+        result.baseline_note = (f"baseline {baseline_path} did not exist: wrote this sweep's results there; "
+                                "nothing to compare with this time")
+
+    junit_path = Path(args.junit) if args.junit else sweep_dir / "junit.xml"
+    summary_path = Path(args.summary) if args.summary else sweep_dir / "summary.md"
+    from reports.junit import write_junit
+    from reports.summary import write_summary
+
+    write_junit(junit_path, junit_cases(result), suite_name="mupbench gate")
+    write_summary(summary_path, summary(result, sweep_dir, baseline_path))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1, allow_nan=False))
+    else:
+        print(text_table(HEADERS, _rows(result)))
+        for c in result.cases:
+            for f in c.findings:
+                if f.severity != "note" or not args.quiet:
+                    print(f"  {c.name} {f.severity}: {f.text}")
+        if result.baseline_note:
+            print(result.baseline_note)
+        print(result.headline())
+        print(f"wrote {junit_path} and {summary_path}", file=sys.stderr)
+    return 0 if result.passed else 1
+
