@@ -224,6 +224,8 @@ class GateResult:
 def evaluate(sweep, baseline: dict | None, strict: bool = False,
              optimum_tolerance: float = DEFAULT_OPTIMUM_TOLERANCE) -> GateResult:
     """Judge a loaded sweep (reports.sweep.SweepData) against its expectations, its coord check and a baseline."""
+    from reports.sweep import expectation
+
     cases = []
     if sweep.coord_check_error:
         raise UserError(f"{sweep.coord_check_error}: re-run `mupbench coord-check --out {sweep.dir}` or remove it")
@@ -239,9 +241,9 @@ def evaluate(sweep, baseline: dict | None, strict: bool = False,
         if key in seen:
             continue
         seen.add(key)
-        info = sweep.info.get(p["ablation"]) or {}
-        case = Case(f"{key[0]}[{key[1]}]", "verdict", expected=info.get("expected", "unknown") if key[1] == "mup"
-                    else "unknown", observed="no runs")
+        run_under = {q["parameterization"] for q in sweep.progress if q["ablation"] == key[0]}
+        expected, _, _ = expectation(sweep.info.get(key[0]), key[1], run_under)
+        case = Case(f"{key[0]}[{key[1]}]", "verdict", expected=expected, observed="no runs")
         if p["failed"]:
             case.add("regression", f"{p['failed']} run(s) crashed (status failed) and none finished")
         else:

@@ -36,11 +36,14 @@ def expectation(info: dict | None, parameterization: str, parameterizations_run:
 
     A registered verdict describes the ablation as registered: a change to the μP baseline, or an ablation that selects
     its parameterization itself (standard_parameterization, run only under SP). A μP ablation that a sweep also runs
-    under another parameterization for comparison (the smoke suite's SP baseline) has no registered verdict there.
+    under SP for comparison (the smoke suite's SP baseline) has no registered verdict there, but an expectation: without
+    μP's width scaling the optimum moves, and a comparison that transfers cannot tell μP from SP.
     """
     if not info:
         return "unknown", "unknown", "ablation not described in this sweep's store"
     if parameterization != "mup" and "mup" in parameterizations_run:
+        if parameterization == "sp":
+            return "shifts", "unknown", "the SP comparison of a μP ablation: expected to shift, no registered verdict"
         return "unknown", "unknown", f"a μP ablation run under {parameterization} for comparison: no registered verdict"
     return info.get("expected", "unknown"), info.get("reported", "unknown"), ""
 

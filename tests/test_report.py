@@ -166,7 +166,8 @@ def test_results_json_validates_and_judges_agreement(report):
     assert [k for k in got] == [("baseline", "mup"), ("baseline", "sp"), ("drifty", "mup"), ("edge_case", "mup"),
                                 (EVIL, "mup")]  # registry (stored) order, μP before SP
     assert got["baseline", "mup"]["agreement"] == "agree"
-    assert got["baseline", "sp"]["agreement"] == "no expectation"  # a μP ablation run under SP for comparison
+    assert got["baseline", "sp"]["expected"] == "shifts"  # a μP ablation run under SP for comparison
+    assert got["baseline", "sp"]["agreement"] == "agree" and got["baseline", "sp"]["reported"] == "unknown"
     assert got["baseline", "sp"]["verdict"] == "shifts"
     assert got["drifty", "mup"]["agreement"] == "disagree" and got["drifty", "mup"]["runs"]["diverged"] == 3
     assert got["edge_case", "mup"]["verdict"] == "inconclusive" and got["edge_case", "mup"]["agreement"] == "inconclusive"
@@ -195,7 +196,7 @@ def test_junit_counts_failures_and_skips(report):
     _, paths = report
     root = ET.parse(paths["junit.xml"]).getroot()
     suite = root.find("testsuite")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("5", "1", "3")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("5", "1", "2")
     cases = {c.get("name"): c for c in suite.iter("testcase")}
     failure = cases["drifty[mup]"].find("failure")
     assert failure.get("message").startswith("expected transfers, observed shifts: optima spread")
@@ -221,7 +222,7 @@ def test_summary_markdown(report):
     text = paths["summary.md"].read_text()
     lines = text.splitlines()
     assert lines[0] == "### mupbench · test · cpu-test"
-    assert "1 agree, 1 disagree, 1 inconclusive, 2 no expectation" in text
+    assert "2 agree, 1 disagree, 1 inconclusive, 1 no expectation" in text
     table = [line for line in lines if line.startswith("| ")]
     assert len(table) == 1 + 5 and "| w32 | w64 | w128 |" in table[0]
     assert any(line.startswith("| drifty | mup | transfers | shifts | ❌ disagree |") for line in table)
