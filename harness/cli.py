@@ -21,6 +21,8 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
+DEFAULT_GRID_EXTENSION = 2  # grid points `run` may add beyond an edge optimum, per side
+
 # --- run --------------------------------------------------------------------------------------------------------
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run a sweep (default: the CPU smoke suite) and print the verdicts")
@@ -40,6 +42,9 @@ def _add_run(sub) -> None:
     p.add_argument("--vocab-size", type=int, default=None, help="vocab size of a token file (default: max id + 1)")
     p.add_argument("--data-dtype", default="uint16", help="dtype of a .bin token file: uint16 | uint32")
     p.add_argument("--tolerance", type=float, default=None, help="allowed spread of optima in log2 LR (default one grid step)")
+    p.add_argument("--extend-grid", type=int, default=None, metavar="N",
+                   help="where a width's optimum sits on the edge of the LR grid, add up to N more grid points beyond "
+                        "it, one at a time (default 2 on a preset's grid, 0 with --lrs; 0 keeps the grid fixed)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_run)
 
@@ -96,10 +101,13 @@ def cmd_run(args) -> int:
     from ablations import plan
     from harness import data
     from harness.store import Store
-    from harness.sweep import plan_workers, run_sweep
+    from harness.sweep import grid_extensions, plan_workers, run_sweep
 
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    extend = args.extend_grid if args.extend_grid is not None else (0 if args.lrs else DEFAULT_GRID_EXTENSION)
+    if extend < 0:
+        raise UserError(f"--extend-grid must be 0 or more, got {extend}")
     suite, preset, entries = select_entries(args)
     plan_workers(args.device, args.workers)  # validates the device before anything is written
     out = Path(args.out or f"runs/{suite.name}-{preset.name}")
@@ -126,12 +134,36 @@ def cmd_run(args) -> int:
     store.close()
     try:
         run_sweep(out, specs, device=args.device, workers=args.workers, progress=not args.quiet)
+        for _ in range(extend):  # an optimum on the grid's edge is no optimum yet: chase it a step at a time
+            store = Store(out)
+            runs = store.runs()
+            store.close()
+            planned = {s.run_hash for s in specs}
+            more = [s for s in grid_extensions(specs, runs) if s.run_hash not in planned]
+            if not more:
+                break
+            _print_extensions(more)
+            specs = specs + more
+            run_sweep(out, specs, device=args.device, workers=args.workers, progress=not args.quiet)
     except KeyboardInterrupt:
         return 130
     print(f"sweep directory: {out}")
     status = _print_verdicts(out, args.tolerance)
     report_cli.report_after_run(out, args.tolerance)
     return status
+
+
+def _print_extensions(specs) -> None:
+    """One line per (ablation, parameterization) whose LR grid grows."""
+    import math
+
+    grown: dict[tuple[str, str], set[float]] = {}
+    for s in specs:
+        grown.setdefault((s.ablation, s.model.parameterization), set()).add(math.log2(s.train.lr))
+    for (ablation, param), points in grown.items():
+        at = ", ".join(f"2^{x:g}" for x in sorted(points))
+        print(f"mupbench: {ablation}/{param}: an optimum sits on the grid's edge; extending the grid to {at}",
+              file=sys.stderr)
 
 
 def ablation_info(items) -> dict:

@@ -255,3 +255,49 @@ def store_counts(sweep_dir: Path) -> dict:
         return store.counts()
     finally:
         store.close()
+
+
+MAX_LOG2_LR = 0.0  # a grid is never extended past LR 1
+
+
+def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
+    """The next grid point beyond each edge optimum.
+
+    For every (ablation, parameterization) of `specs` where some width's best finished LR is the lowest or the highest
+    of the group's grid, the runs one grid step further out, at every width and seed of the group (so the widths keep
+    one shared grid). `runs` is the store's table (Store.runs()); only the runs of `specs` count, so a resumed sweep
+    re-derives the same extensions, round by round, and finds them stored.
+    """
+    import dataclasses
+    import math
+
+    from harness.transfer import grid_step
+
+    out = []
+    finished = runs[runs["status"].isin(["ok", "diverged"])]
+    groups: dict[tuple[str, str], list[RunSpec]] = {}
+    for s in specs:
+        groups.setdefault((s.ablation, s.model.parameterization), []).append(s)
+    for (ablation, param), group in groups.items():
+        done = finished[finished["run_hash"].isin({s.run_hash for s in group})]  # only this plan's grid points
+        grid = sorted({math.log2(s.train.lr) for s in group})
+        if len(grid) < 2 or done.empty:
+            continue
+        step = grid_step(grid)
+        ends = set()
+        for _, table in done.groupby("width"):
+            means = table.groupby("log2_lr")["final_val_loss"].mean()
+            if not (means < math.inf).any():
+                continue  # every LR diverged at this width: no optimum to chase
+            best = means.idxmin()
+            if math.isclose(best, grid[0]):
+                ends.add((grid[0], -step))
+            elif math.isclose(best, grid[-1]):
+                ends.add((grid[-1], step))
+        for edge, delta in sorted(ends):
+            if edge + delta > MAX_LOG2_LR:
+                continue
+            for s in group:
+                if math.isclose(math.log2(s.train.lr), edge):
+                    out.append(dataclasses.replace(s, train=dataclasses.replace(s.train, lr=2.0 ** (edge + delta))))
+    return out

@@ -91,7 +91,7 @@ def refine_optimum(log2_lrs: np.ndarray, losses: np.ndarray) -> tuple[float | No
     return x, float(np.clip(-b / (2 * a), xs[0], xs[2])), False
 
 
-def _grid_step(log2_lrs: np.ndarray) -> float:
+def grid_step(log2_lrs: np.ndarray) -> float:
     return float(np.median(np.diff(log2_lrs))) if len(log2_lrs) > 1 else 1.0
 
 
@@ -115,7 +115,7 @@ def analyze_group(ablation: str, parameterization: str, runs: pd.DataFrame, tole
     """The verdict for one (ablation, parameterization) from its finished runs (status ok or diverged)."""
     runs = runs[runs["status"].isin(["ok", "diverged"])]
     grid = np.array(sorted(runs["log2_lr"].unique()), dtype=float)
-    step = _grid_step(grid)
+    step = grid_step(grid)
     tol = step if tolerance is None else tolerance
     widths = sorted(int(w) for w in runs["width"].unique())
     n_seeds = int(runs["seed"].nunique()) if len(runs) else 0
@@ -139,7 +139,7 @@ def analyze_group(ablation: str, parameterization: str, runs: pd.DataFrame, tole
             problems.append(f"width {width} diverged at {len(grid) - n_finite} of {len(grid)} learning rates")
         elif edge:
             side = "lowest" if arg == grid[0] else "highest"
-            problems.append(f"width {width}'s optimum is the {side} LR on the grid (2^{arg:g}): extend the grid")
+            problems.append(f"width {width}'s optimum is the {side} LR on the grid (2^{arg:g}): extend the grid (run --extend-grid N, or --lrs)")
     verdict = Verdict(ablation, parameterization, "inconclusive", "", tol, step, widths, optima, n_seeds=n_seeds)
     if len(widths) < 2:
         verdict.reason = "fewer than two widths finished"

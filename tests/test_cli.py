@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT, run_cli
 
-MICRO = ["--suite", "smoke", "--preset", "cpu-micro"]
+MICRO = ["--suite", "smoke", "--preset", "cpu-micro", "--extend-grid", "0"]  # a fixed grid: 16 runs
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,25 @@ def test_analyze_json_and_status(micro_sweep):
         assert set(v["optimal_log2_lr"]) == {"16", "32"}
     res = run_cli("status", str(out))
     assert res.returncode == 0 and "16/16 runs finished" in res.stdout
+
+
+def test_edge_optimum_extends_the_grid_and_resumes(tmp_path, corpus_file):
+    # Two LRs: every width's optimum is on an edge, so each group grows by exactly one point, at every width.
+    args = ["run", "--suite", "smoke", "--preset", "cpu-micro", "--lrs", "2^-9,2^-8", "--extend-grid", "1",
+            "--data", str(corpus_file), "--out", str(tmp_path / "s"), "--quiet"]
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr
+    assert "an optimum sits on the grid's edge; extending the grid to 2^" in res.stderr
+    con = sqlite3.connect(tmp_path / "s" / "mupbench.sqlite")
+    rows = con.execute("SELECT parameterization, width, log2_lr FROM runs").fetchall()
+    planned = con.execute("SELECT COUNT(*) FROM plan").fetchone()[0]
+    con.close()
+    assert len(rows) == planned == 12  # (mup, sp) × widths 16, 32 × (2 + 1) LRs
+    for param in ("mup", "sp"):
+        grids = {w: sorted(x for p, w2, x in rows if p == param and w2 == w) for w in (16, 32)}
+        assert grids[16] == grids[32] and len(grids[16]) == 3 and grids[16] in ([-10, -9, -8], [-9, -8, -7])
+    again = run_cli(*args[:-1])  # with the progress display, which says what it skips
+    assert again.returncode == 0 and "12 runs planned, 12 already stored, 0 to train" in again.stderr
 
 
 def test_explain_prints_every_tensor():

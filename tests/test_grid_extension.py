@@ -1,0 +1,73 @@
+"""harness.sweep.grid_extensions: the next LR grid point beyond each width's edge optimum, at every width and seed."""
+import math
+
+import pandas as pd
+
+from harness.config import DataSpec, ModelConfig, RunSpec, TrainConfig
+from harness.sweep import grid_extensions
+
+DATA = DataSpec("synthetic", "0" * 64, 0, 256)
+GRID = (-8, -7, -6, -5)
+
+
+def specs(grid=GRID, widths=(32, 64), seeds=(0,), ablation="a"):
+    return [RunSpec(ablation, ModelConfig(width=w, head_dim=16, base_width=32), TrainConfig(lr=2.0**x, seed=s), DATA)
+            for w in widths for x in grid for s in seeds]
+
+
+def runs(optima: dict, grid=GRID, seeds=(0,), diverged=(), ablation="a"):
+    """The runs table of specs(grid, seeds): loss a parabola around optima[width]; (width, log2 LR) in diverged → inf."""
+    rows = []
+    for s in specs(grid, tuple(optima), seeds, ablation):
+        w, x = s.model.width, math.log2(s.train.lr)
+        bad = (w, x) in diverged
+        rows.append({"run_hash": s.run_hash, "ablation": ablation, "parameterization": "mup", "width": w,
+                     "log2_lr": x, "seed": s.train.seed, "status": "diverged" if bad else "ok",
+                     "final_val_loss": math.inf if bad else 2.0 + (x - optima[w]) ** 2})
+    return pd.DataFrame(rows)
+
+
+def lrs(extra):
+    return sorted({(s.model.width, math.log2(s.train.lr), s.train.seed) for s in extra})
+
+
+def test_interior_optima_need_nothing():
+    assert grid_extensions(specs(), runs({32: -6.5, 64: -6.8})) == []
+
+
+def test_top_edge_adds_the_next_point_at_every_width_and_seed():
+    extra = grid_extensions(specs(seeds=(0, 1)), runs({32: -6.5, 64: -4.0}, seeds=(0, 1)))
+    assert lrs(extra) == [(32, -4.0, 0), (32, -4.0, 1), (64, -4.0, 0), (64, -4.0, 1)]
+    base = specs(seeds=(0, 1))[0]
+    assert all(s.ablation == "a" and s.train.steps == base.train.steps for s in extra)
+
+
+def test_bottom_edge_adds_the_point_below():
+    assert lrs(grid_extensions(specs(), runs({32: -9.0, 64: -7.0}))) == [(32, -9.0, 0), (64, -9.0, 0)]
+
+
+def test_both_edges_and_a_diverged_top():
+    # width 32 prefers the bottom; width 64's best finite point is the top: both ends grow
+    assert {x for _, x, _ in lrs(grid_extensions(specs(), runs({32: -10.0, 64: -3.0})))} == {-9.0, -4.0}
+    # a diverged top LR is not an optimum: the best finite point (-6) is interior
+    assert grid_extensions(specs(), runs({32: -6.0, 64: -6.0}, diverged={(32, -5), (64, -5)})) == []
+
+
+def test_every_lr_diverged_or_lr_above_one_is_not_chased():
+    dead = {(w, x) for w in (32, 64) for x in GRID}
+    assert grid_extensions(specs(), runs({32: -6.0, 64: -6.0}, diverged=dead)) == []
+    grid = (-3, -2, -1, 0)
+    assert grid_extensions(specs(grid), runs({32: 1.0, 64: 1.0}, grid=grid)) == []
+
+
+def test_runs_outside_the_plan_do_not_count():
+    # a stored point beyond the planned grid (an earlier round's extension) is not this plan's optimum
+    table = pd.concat([runs({32: -4.0, 64: -4.0}), runs({32: -4.0, 64: -4.0}, grid=(-4,))])
+    assert lrs(grid_extensions(specs(), table)) == [(32, -4.0, 0), (64, -4.0, 0)]
+
+
+def test_extended_points_are_stable_run_identities():
+    first = grid_extensions(specs(), runs({32: -4.0, 64: -4.0}))
+    again = grid_extensions(specs(), runs({32: -4.0, 64: -4.0}))
+    assert [s.run_hash for s in first] == [s.run_hash for s in again]
+    assert not {s.run_hash for s in first} & {s.run_hash for s in specs()}
