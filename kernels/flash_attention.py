@@ -98,6 +98,25 @@ def _store_rows(ptrs, tile, rows, T, offs_d, HEAD_DIM: tl.constexpr):
     tl.store(ptrs, tile, mask=(rows < T)[:, None] & (offs_d < HEAD_DIM)[None, :])
 
 
+@triton.jit
+def _program_heads(bh, H, GROUP):
+    """(batch, query head, KV head) of a program over batch·heads, as int64 for pointer arithmetic."""
+    h = bh % H
+    return (bh // H).to(tl.int64), h.to(tl.int64), (h // GROUP).to(tl.int64)
+
+
+@triton.jit
+def _key_bounds(start_m, T, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
+    """For the query block at start_m: key blocks in [0, unmasked_end) need no mask, [unmasked_end, hi) do."""
+    if CAUSAL:
+        unmasked_end = (start_m // BLOCK_N) * BLOCK_N  # key blocks ending at or before the first query row
+        hi = tl.minimum(start_m + BLOCK_M, T)
+    else:
+        unmasked_end = (T // BLOCK_N) * BLOCK_N
+        hi = T
+    return unmasked_end, hi
+
+
 # ---------------------------------------------------------------------------------------------------------- forward
 
 
@@ -139,10 +158,7 @@ def _attn_fwd(
 ):
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = bh % H
-    hk = (h // GROUP).to(tl.int64)
-    h = h.to(tl.int64)
+    b, h, hk = _program_heads(bh, H, GROUP)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -157,12 +173,7 @@ def _attn_fwd(
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_M, D_PAD), dtype=tl.float32)
 
-    if CAUSAL:
-        unmasked_end = (start_m // BLOCK_N) * BLOCK_N  # key blocks ending at or before the first query row
-        hi = tl.minimum(start_m + BLOCK_M, T)
-    else:
-        unmasked_end = (T // BLOCK_N) * BLOCK_N
-        hi = T
+    unmasked_end, hi = _key_bounds(start_m, T, CAUSAL, BLOCK_N, BLOCK_M)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, offs_n, offs_d, 0, unmasked_end, T, qk_scale,
         CAUSAL, False, HEAD_DIM, D_PAD, BLOCK_N, PRECISION,
@@ -190,8 +201,7 @@ def _bwd_preprocess(
 ):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
+    b, h, _ = _program_heads(bh, H, 1)
     offs_d = tl.arange(0, D_PAD)
     o = _load_rows(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
                    offs_m, T, offs_d, HEAD_DIM, D_PAD, True)
@@ -335,10 +345,7 @@ def _attn_bwd_dq(
 ):
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = bh % H
-    hk = (h // GROUP).to(tl.int64)
-    h = h.to(tl.int64)
+    b, h, hk = _program_heads(bh, H, GROUP)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -355,12 +362,7 @@ def _attn_bwd_dq(
     dq = tl.zeros((BLOCK_M, D_PAD), dtype=tl.float32)
     qk_scale = sm_scale * 1.4426950408889634
 
-    if CAUSAL:
-        unmasked_end = (start_m // BLOCK_N) * BLOCK_N
-        hi = tl.minimum(start_m + BLOCK_M, T)
-    else:
-        unmasked_end = (T // BLOCK_N) * BLOCK_N
-        hi = T
+    unmasked_end, hi = _key_bounds(start_m, T, CAUSAL, BLOCK_N, BLOCK_M)
     dq = _bwd_dq_inner(
         dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, offs_n, offs_d, 0, unmasked_end, T,
         qk_scale, CAUSAL, False, HEAD_DIM, D_PAD, BLOCK_N, PRECISION,
