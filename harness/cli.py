@@ -1,4 +1,4 @@
-"""The `mupbench` command line: run → status → analyze, plus explain and list.
+"""The `mupbench` command line: run, status, analyze, explain, list, report, coord-check, gate, bench.
 
 Every user mistake ends as one line `mupbench: error: …` and exit status 2; nothing is written before input is valid.
 """
@@ -155,8 +155,6 @@ def cmd_run(args) -> int:
 
 def _print_extensions(specs) -> None:
     """One line per (ablation, parameterization) whose LR grid grows."""
-    import math
-
     grown: dict[tuple[str, str], set[float]] = {}
     for s in specs:
         grown.setdefault((s.ablation, s.model.parameterization), set()).add(math.log2(s.train.lr))

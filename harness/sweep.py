@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import ctypes
+import dataclasses
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -268,9 +270,6 @@ def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
     one shared grid). `runs` is the store's table (Store.runs()); only the runs of `specs` count, so a resumed sweep
     re-derives the same extensions, round by round, and finds them stored.
     """
-    import dataclasses
-    import math
-
     from harness.transfer import grid_step
 
     out = []
