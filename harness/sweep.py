@@ -278,7 +278,8 @@ def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
     for s in specs:
         groups.setdefault((s.ablation, s.model.parameterization), []).append(s)
     for (ablation, param), group in groups.items():
-        done = finished[finished["run_hash"].isin({s.run_hash for s in group})]  # only this plan's grid points
+        hashes = {s.run_hash for s in attach_active_model(group)}  # as stored: with the user's `--model`, if any
+        done = finished[finished["run_hash"].isin(hashes)]  # only this plan's grid points count
         grid = sorted({math.log2(s.train.lr) for s in group})
         if len(grid) < 2 or done.empty:
             continue

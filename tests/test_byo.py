@@ -177,3 +177,17 @@ def test_run_with_model_trains_the_users_model(tmp_path, corpus_file, capsys):
     assert main([a if a != SPEC else f"{other}:build" for a in args]) == 2
     err = capsys.readouterr().err
     assert "holds runs of a different model" in err and "use a new --out" in err
+
+
+def test_grid_extension_follows_the_users_model(tmp_path, corpus_file):
+    out = tmp_path / "sweep"
+    r = run_cli("run", "--model", SPEC, "--preset", "cpu-micro", "--widths", "16,32", "--lrs", "2^-9,2^-8",
+                "--extend-grid", "1", "--ablation", "baseline", "--out", str(out), "--data", str(corpus_file),
+                "--workers", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "extending the grid" in r.stderr
+    con = sqlite3.connect(out / "mupbench.sqlite")
+    rows = con.execute("SELECT spec FROM runs").fetchall()
+    con.close()
+    assert len(rows) == 12  # (mup, sp) × 2 widths × (2 + 1) LRs, every one a run of the user's model
+    assert all("byo_model" in json.loads(spec)["extra"] for (spec,) in rows)
