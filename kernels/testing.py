@@ -132,14 +132,19 @@ def _rms_run(fn, case, inputs, dtype, device) -> dict[str, torch.Tensor]:
     return out
 
 
+def _measure(make_inputs, run, kernel, ref, case, dtype, device, seed, reference_dtype) -> dict:
+    """Errors of `kernel` (or, with reference_dtype, of `ref` in `dtype`) against `ref` in float64, on one case."""
+    inputs = make_inputs(case, seed)
+    want = run(ref, case, inputs, torch.float64, device)
+    got = run(ref if reference_dtype else kernel, case, inputs, dtype, device)
+    return _errors(got, want)
+
+
 def measure_rms_norm(case: RMSNormCase, dtype: torch.dtype, device: str, seed: int = 0,
                      reference_dtype: bool = False) -> dict:
     """Errors of kernels.rms_norm (or, with reference_dtype, of the reference in `dtype`) against float64."""
-    inputs = _rms_inputs(case, seed)
-    want = _rms_run(reference.rms_norm, case, inputs, torch.float64, device)
-    fn = reference.rms_norm if reference_dtype else kernels.rms_norm
-    got = _rms_run(fn, case, inputs, dtype, device)
-    return _errors(got, want)
+    return _measure(_rms_inputs, _rms_run, kernels.rms_norm, reference.rms_norm, case, dtype, device, seed,
+                    reference_dtype)
 
 
 def _attn_inputs(case: AttentionCase, seed: int) -> dict[str, torch.Tensor]:
@@ -172,10 +177,7 @@ def _attn_run(fn, case, inputs, dtype, device) -> dict[str, torch.Tensor]:
 def measure_attention(case: AttentionCase, dtype: torch.dtype, device: str, seed: int = 0,
                       reference_dtype: bool = False) -> dict:
     """Errors of kernels.attention (or, with reference_dtype, of the reference in `dtype`) against float64."""
-    inputs = _attn_inputs(case, seed)
-    want = _attn_run(reference.attention, case, inputs, torch.float64, device)
-    fn = reference.attention if reference_dtype else kernels.attention
-    got = _attn_run(fn, case, inputs, dtype, device)
-    return _errors(got, want)
+    return _measure(_attn_inputs, _attn_run, kernels.attention, reference.attention, case, dtype, device, seed,
+                    reference_dtype)
 
 
