@@ -138,8 +138,7 @@ def cmd_run(args) -> int:
             store = Store(out)
             runs = store.runs()
             store.close()
-            planned = {s.run_hash for s in specs}
-            more = [s for s in grid_extensions(specs, runs) if s.run_hash not in planned]
+            more = grid_extensions(specs, runs)  # points beyond the grid's ends: never already in `specs`
             if not more:
                 break
             _print_extensions(more)

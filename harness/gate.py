@@ -13,7 +13,7 @@ On a finished sweep directory (or one it runs first: `--suite S [--preset P] --o
     warning        a verdict is inconclusive (optimum on the grid edge, divergence,   0, 1 with --strict
                    missing runs); the sweep is incomplete; a baseline entry is gone;
                    an SP coordinate check passed (the check could not tell SP from μP)
-    note           no registered expectation (e.g. the smoke suite's SP comparison)   0
+    note           no registered expectation (e.g. an ablation with reported "unknown") 0
 
 Inconclusive is a warning, not a failure: it says the grid or the budget cannot judge, not that transfer broke —
 fix the grid (the message says how); `--strict` makes it fail for teams that want every verdict decided.

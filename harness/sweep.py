@@ -277,7 +277,7 @@ def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
     groups: dict[tuple[str, str], list[RunSpec]] = {}
     for s in specs:
         groups.setdefault((s.ablation, s.model.parameterization), []).append(s)
-    for (ablation, param), group in groups.items():
+    for group in groups.values():
         hashes = {s.run_hash for s in attach_active_model(group)}  # as stored: with the user's `--model`, if any
         done = finished[finished["run_hash"].isin(hashes)]  # only this plan's grid points count
         grid = sorted({math.log2(s.train.lr) for s in group})

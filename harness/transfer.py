@@ -139,7 +139,8 @@ def analyze_group(ablation: str, parameterization: str, runs: pd.DataFrame, tole
             problems.append(f"width {width} diverged at {len(grid) - n_finite} of {len(grid)} learning rates")
         elif edge:
             side = "lowest" if arg == grid[0] else "highest"
-            problems.append(f"width {width}'s optimum is the {side} LR on the grid (2^{arg:g}): extend the grid (run --extend-grid N, or --lrs)")
+            problems.append(f"width {width}'s optimum is the {side} LR on the grid (2^{arg:g}): "
+                            "extend the grid (run --extend-grid N, or --lrs)")
     verdict = Verdict(ablation, parameterization, "inconclusive", "", tol, step, widths, optima, n_seeds=n_seeds)
     if len(widths) < 2:
         verdict.reason = "fewer than two widths finished"
