@@ -24,6 +24,10 @@ SCHEDULES = ("linear", "cosine", "wsd")
 
 # Bumped when training semantics change, so runs stored by an older harness are not mistaken for new ones.
 RUN_SEMANTICS_VERSION = 1
+# A run of a user's own model (`--model`) carries extra["byo_model"] (harness/byo); of that entry, what changes the
+# result: the factory's name, the SHA-256 of its source file, and whether it was re-initialised by the table.
+BYO_SPEC_KEY = "byo_model"
+BYO_IDENTITY_KEYS = ("factory", "sha256", "reinit")
 
 
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
@@ -180,10 +184,9 @@ class RunSpec:
             "train": dataclasses.asdict(self.train),
             "data": {"sha256": self.data.sha256, "vocab_size": self.data.vocab_size},
         }
-        if "byo_model" in self.extra:
-            from harness.byo import ModelSource
-
-            out["model_source"] = ModelSource.identity(self.extra["byo_model"])
+        if BYO_SPEC_KEY in self.extra:
+            entry = self.extra[BYO_SPEC_KEY]
+            out["model_source"] = {k: entry[k] for k in BYO_IDENTITY_KEYS}
         return out
 
     @property

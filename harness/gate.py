@@ -22,19 +22,20 @@ fix the grid (the message says how); `--strict` makes it fail for teams that wan
 ablation, parameterization, verdict and optimal_log2_lr are read). A FILE that does not exist yet is written from this
 sweep (the full results.json) and the comparison passes, saying so; the other checks still apply.
 
-Writes DIR/junit.xml and DIR/summary.md (reports.junit / reports.summary writers) and prints a compact table.
-Usage and input errors (no sweep directory, malformed baseline or coord_check.json) exit 2 with one line.
+This module judges (`evaluate` → GateResult); the command line (harness/cli/gate.py) runs the sweep first if asked,
+writes DIR/junit.xml and DIR/summary.md with the report writers and prints a compact table. Usage and input errors
+(no sweep directory, malformed baseline or coord_check.json) exit 2 with one line.
 """
 from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.coord_check import Slope, describe_failure, worst_failures
 from harness.errors import UserError
-from harness.tables import text_table
+from harness.expectations import expectation
 
 RESULTS_SCHEMA = "mupbench.results/1"
 DEFAULT_OPTIMUM_TOLERANCE = 1.0
@@ -108,13 +109,6 @@ def read_baseline(path: Path) -> dict[tuple[str, str], dict]:
     return out
 
 
-def write_baseline(path: Path, sweep) -> None:
-    from reports.results import results_document, write_results
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_results(path, results_document(sweep))
-
-
 # --- judging ------------------------------------------------------------------------------------------------------------
 def judge_verdict(entry: dict, base: dict | None, optimum_tolerance: float) -> Case:
     """One case for a results.json verdict entry (reports.sweep.verdict_entry), against its baseline entry if any."""
@@ -172,8 +166,6 @@ def _width_key(w) -> tuple:
 
 
 def judge_coord_check(check: dict) -> Case:
-    from harness.coord_check import Slope, describe_failure, worst_failures
-
     param = check.get("parameterization", "?")
     expected = check.get("expected") or ("fail" if param == "sp" else "pass")
     passed = bool(check.get("passed"))
@@ -224,8 +216,6 @@ class GateResult:
 def evaluate(sweep, baseline: dict | None, strict: bool = False,
              optimum_tolerance: float = DEFAULT_OPTIMUM_TOLERANCE) -> GateResult:
     """Judge a loaded sweep (reports.sweep.SweepData) against its expectations, its coord check and a baseline."""
-    from reports.sweep import expectation
-
     cases = []
     if sweep.coord_check_error:
         raise UserError(f"{sweep.coord_check_error}: re-run `mupbench coord-check --out {sweep.dir}` or remove it")
@@ -256,146 +246,3 @@ def evaluate(sweep, baseline: dict | None, strict: bool = False,
     if not cases:
         raise UserError(f"{sweep.dir} has no runs and no coordinate check to judge: run a sweep into it first")
     return GateResult(cases, strict)
-
-
-# --- output ------------------------------------------------------------------------------------------------------------
-HEADERS = ["check", "expected", "observed", "baseline", "Δopt", "result"]
-
-
-def _rows(result: GateResult) -> list[list]:
-    return [[c.name, c.expected, c.observed, c.baseline,
-             f"{c.optimum_shift:+.2f}" if c.optimum_shift is not None else "–", c.result(result.strict)]
-            for c in result.cases]
-
-
-def junit_cases(result: GateResult) -> list:
-    from reports.junit import Case as JUnitCase
-
-    out = []
-    for c in result.cases:
-        case = JUnitCase(name=c.name, classname=f"mupbench.gate.{c.kind}")
-        if c.fails(result.strict):
-            case.failure = c.message()
-        elif c.has("warning") or c.has("note"):
-            case.skipped = c.message()
-        out.append(case)
-    return out
-
-
-def summary(result: GateResult, sweep_dir: Path, baseline_path: Path | None) -> str:
-    from reports.summary import summary_markdown
-
-    intro = [f"**{result.headline()}** · sweep `{sweep_dir}`"
-             + (f" · baseline `{baseline_path}`" if baseline_path else " · no baseline")]
-    if result.baseline_note:
-        intro.append(result.baseline_note)
-    notes = [f"`{c.name}` {f.severity}: {f.text}" for c in result.cases for f in c.findings if f.severity != "note"]
-    notes.append("Δopt: the largest move of a width's optimal log2 LR from the baseline")
-    return summary_markdown("mupbench gate", HEADERS, _rows(result), intro, notes)
-
-
-# --- CLI ------------------------------------------------------------------------------------------------------------------
-def add_parser(sub) -> None:
-    from harness.byo import add_model_arguments
-
-    p = sub.add_parser("gate", help="exit 1 when transfer regressed: verdicts vs expectations, a baseline, the coord check")
-    p.add_argument("dir", nargs="?", default=None, help="a sweep directory (or give --suite and --out to run one first)")
-    p.add_argument("--baseline", default=None, metavar="RESULTS_JSON",
-                   help="results.json of the main branch to compare with; written from this sweep if it does not exist")
-    p.add_argument("--strict", action="store_true", help="improvements and warnings (inconclusive, incomplete) fail too")
-    p.add_argument("--tolerance", type=float, default=None,
-                   help="allowed spread of optima within a sweep, log2 LR (default one grid step)")
-    p.add_argument("--optimum-tolerance", type=float, default=DEFAULT_OPTIMUM_TOLERANCE,
-                   help=f"how far an optimum may move from the baseline, log2 LR (default {DEFAULT_OPTIMUM_TOLERANCE:g})")
-    p.add_argument("--junit", default=None, help="JUnit XML path (default DIR/junit.xml)")
-    p.add_argument("--summary", default=None, help="markdown summary path (default DIR/summary.md)")
-    p.add_argument("--json", action="store_true", help="print the gate's findings as JSON")
-    run = p.add_argument_group("running the sweep first (through `mupbench run`)")
-    run.add_argument("--suite", default=None, help="run this suite into --out (or DIR) before judging")
-    run.add_argument("--preset", default=None)
-    run.add_argument("--out", default=None)
-    run.add_argument("--ablation", default=None)
-    run.add_argument("--ablations", action="append", default=[], metavar="PATH_OR_MODULE")
-    run.add_argument("--device", default=None)
-    run.add_argument("--workers", default=None)
-    run.add_argument("--seeds", default=None)
-    run.add_argument("--widths", default=None)
-    run.add_argument("--lrs", default=None)
-    run.add_argument("--data", default=None)
-    run.add_argument("--quiet", action="store_true")
-    add_model_arguments(run)
-    p.set_defaults(func=cmd_gate)
-
-
-def _run_first(args, out: Path) -> int:
-    from harness.cli import build_parser
-
-    argv = ["run", "--suite", args.suite, "--out", str(out)]
-    for option in ("preset", "ablation", "device", "workers", "seeds", "widths", "lrs", "data", "model", "tolerance"):
-        value = getattr(args, option)
-        if value is not None:
-            argv += [f"--{option}", str(value)]
-    for target in args.ablations:
-        argv += ["--ablations", target]
-    argv += ["--reinit"] if args.reinit else []
-    argv += ["--quiet"] if args.quiet else []
-    run_args = build_parser().parse_args(argv)
-    return run_args.func(run_args)
-
-
-def cmd_gate(args) -> int:
-    from reports import sweep as sweep_data
-
-    if args.dir and args.out and Path(args.dir) != Path(args.out):
-        raise UserError("give the sweep directory once: as DIR or as --out")
-    target = args.dir or args.out
-    if target is None:
-        raise UserError("which sweep? give a sweep directory, or --suite S --out DIR to run one first")
-    sweep_dir = Path(target)
-    run_only = ("ablation", "preset", "model", "device", "workers", "seeds", "widths", "lrs", "data")
-    if args.suite is None:
-        given = [o for o in run_only if getattr(args, o) is not None] + (["ablations"] if args.ablations else [])
-        if given or args.reinit:
-            raise UserError(f"--{(given or ['reinit'])[0]} applies only with --suite (running a sweep first)")
-        if not (sweep_dir / "mupbench.sqlite").exists():
-            raise UserError(f"{sweep_dir} is not a mupbench sweep directory: run `mupbench run --out {sweep_dir}` "
-                            "first, or give --suite to run one")
-    if not (math.isfinite(args.optimum_tolerance) and args.optimum_tolerance >= 0):
-        raise UserError(f"--optimum-tolerance must be a number >= 0, got {args.optimum_tolerance}")
-    baseline_path = Path(args.baseline) if args.baseline else None
-    if baseline_path is not None and baseline_path.is_dir():
-        raise UserError(f"--baseline {baseline_path} is a directory: pass a results.json path")
-    baseline = read_baseline(baseline_path) if baseline_path is not None and baseline_path.exists() else None
-
-    if args.suite is not None:
-        status = _run_first(args, sweep_dir)
-        if status != 0:
-            return status
-    sweep = sweep_data.load(sweep_dir, args.tolerance)
-    result = evaluate(sweep, baseline, args.strict, args.optimum_tolerance)
-    if baseline_path is not None and baseline is None:
-        write_baseline(baseline_path, sweep)
-        result.baseline_note = (f"baseline {baseline_path} did not exist: wrote this sweep's results there; "
-                                "nothing to compare with this time")
-
-    junit_path = Path(args.junit) if args.junit else sweep_dir / "junit.xml"
-    summary_path = Path(args.summary) if args.summary else sweep_dir / "summary.md"
-    from reports.junit import write_junit
-    from reports.summary import write_summary
-
-    write_junit(junit_path, junit_cases(result), suite_name="mupbench gate")
-    write_summary(summary_path, summary(result, sweep_dir, baseline_path))
-    if args.json:
-        print(json.dumps(result.to_json(), indent=1, allow_nan=False))
-    else:
-        print(text_table(HEADERS, _rows(result)))
-        for c in result.cases:
-            for f in c.findings:
-                if f.severity != "note" or not args.quiet:
-                    print(f"  {c.name} {f.severity}: {f.text}")
-        if result.baseline_note:
-            print(result.baseline_note)
-        print(result.headline())
-        print(f"wrote {junit_path} and {summary_path}", file=sys.stderr)
-    return 0 if result.passed else 1
-

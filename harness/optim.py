@@ -24,7 +24,7 @@ def parameter_groups(
     """One optimizer group per (LR multiplier, decays) pair, from the model's parameter roles.
 
     `roles` ((name, parameter, role) triples) and `cfg` (anything with parameterization, width, base_width) default
-    to a built-in model's own; harness/byo.py passes them for a model of the user's.
+    to a built-in model's own; harness/byo passes them for a model of the user's.
     """
     from harness.model import parameter_roles
 
@@ -61,7 +61,7 @@ def build_optimizer(
     """A torch optimizer whose per-tensor learning rates follow the model's parameterization.
 
     `lr` is the base rate α. Lion defaults to betas (0.95, 0.98) and AdamW to (0.9, 0.95). `groups` (each with
-    `peak_lr`) replaces the groups made from the model's roles (harness/byo.py makes them for a user's model).
+    `peak_lr`) replaces the groups made from the model's roles (harness/byo makes them for a user's model).
     """
     if not (math.isfinite(lr) and lr > 0):
         raise UserError(f"learning rate must be a positive number, got {lr!r}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from harness.byo import attach_active_model
+from harness import byo
 from harness.config import RunSpec
 from harness.errors import UserError
 from harness.store import Store
@@ -209,7 +209,9 @@ def run_sweep(
     sweep_dir = Path(sweep_dir)
     plan = plan_workers(device, workers)
     store = Store(sweep_dir, create=True)
-    specs = attach_active_model(specs, store)  # `mupbench run --model`: the specs carry the user's model
+    model = byo.model_entry(specs)  # `mupbench run --model`: the specs carry the user's model
+    if model is not None:
+        store.set_meta(byo.STORE_META_KEY, model)
     store.add_plan(specs)
     finished = store.finished_hashes()
     unique = {s.run_hash: s for s in specs}
@@ -278,7 +280,7 @@ def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
     for s in specs:
         groups.setdefault((s.ablation, s.model.parameterization), []).append(s)
     for group in groups.values():
-        hashes = {s.run_hash for s in attach_active_model(group)}  # as stored: with the user's `--model`, if any
+        hashes = {s.run_hash for s in group}
         done = finished[finished["run_hash"].isin(hashes)]  # only this plan's grid points count
         grid = sorted({math.log2(s.train.lr) for s in group})
         if len(grid) < 2 or done.empty:
@@ -301,3 +303,78 @@ def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
                 if math.isclose(math.log2(s.train.lr), edge):
                     out.append(dataclasses.replace(s, train=dataclasses.replace(s.train, lr=2.0 ** (edge + delta))))
     return out
+
+
+# --- a sweep directory, end to end --------------------------------------------------------------------------------
+def check_directory(out: Path, preset: str, model: dict | None) -> None:
+    """Refuse a sweep directory that holds another preset's sweep or another model's runs (UserError)."""
+    if not (out / "mupbench.sqlite").exists():
+        return
+    store = Store(out)
+    try:
+        stored_preset = store.get_meta("preset")
+        stored_model = store.get_meta(byo.STORE_META_KEY)
+        has_runs = bool(store.counts()["planned"])
+    finally:
+        store.close()
+    if stored_preset not in (None, preset):
+        raise UserError(f"{out} holds a sweep at preset {stored_preset!r}, not {preset!r}: use another --out")
+    if model is None:
+        if stored_model is not None:
+            raise UserError(f"{out} holds runs of --model {stored_model['spec']}: pass that --model, or use another --out")
+        return
+    if stored_model is not None and byo.ModelSource.identity(stored_model) != byo.ModelSource.identity(model):
+        same_file = stored_model["file"] == model["file"] and stored_model["factory"] == model["factory"]
+        what = "an earlier version of this model file" if same_file else "a different model"
+        raise UserError(f"{out} holds runs of {what} ({stored_model['spec']}, sha256 {stored_model['sha256'][:12]}, "
+                        f"reinit {stored_model['reinit']}): use a new --out for this one")
+    if stored_model is None and has_runs:
+        raise UserError(f"{out} holds runs of the built-in model: use a new --out for --model {model['spec']}")
+
+
+def sweep_data(out: Path, path: str | None, vocab_size: int | None, dtype: str):
+    """(DataSpec, tokens to write or None): the directory's stored corpus, or the one `path` names (default stdlib)."""
+    from harness import data
+
+    spec = data.stored_spec(out)
+    if spec is None:
+        tokens, spec = data.describe(*data.load_tokens(path, vocab_size, dtype))
+        return spec, tokens
+    if path is not None and spec.name != str(path):
+        raise UserError(f"{out} was prepared from data {spec.name!r}, not {path!r}: use another --out")
+    return spec, None
+
+
+def record_sweep(out: Path, tokens, data_spec, preset: str, suite: str, ablation_info: dict) -> None:
+    """Write what a sweep directory holds besides runs: the corpus (first time) and the sweep's metadata."""
+    from harness import data
+
+    out.mkdir(parents=True, exist_ok=True)
+    if tokens is not None:
+        data.write(out, tokens, data_spec)
+    store = Store(out, create=True)
+    try:
+        store.set_meta("preset", preset)
+        store.set_meta("suites", sorted(set(store.get_meta("suites", [])) | {suite}))
+        store.set_meta("ablation_info", {**store.get_meta("ablation_info", {}), **ablation_info})
+    finally:
+        store.close()
+
+
+def run_with_extensions(out: Path, specs: list[RunSpec], extend: int, device: str = "auto", workers: int | None = None,
+                        progress: bool = True, on_extend=None) -> list[RunSpec]:
+    """Train `specs`, then chase edge optima up to `extend` grid points per side (`on_extend(new_specs)` is told of
+    each round). Returns every spec of the sweep, extensions included."""
+    run_sweep(out, specs, device=device, workers=workers, progress=progress)
+    for _ in range(extend):  # an optimum on the grid's edge is no optimum yet: chase it a step at a time
+        store = Store(out)
+        runs = store.runs()
+        store.close()
+        more = grid_extensions(specs, runs)  # points beyond the grid's ends: never already in `specs`
+        if not more:
+            break
+        if on_extend is not None:
+            on_extend(more)
+        specs = specs + more
+        run_sweep(out, specs, device=device, workers=workers, progress=progress)
+    return specs

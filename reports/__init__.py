@@ -7,5 +7,5 @@
     summary.py   summary.md
     junit.py     junit.xml
     build.py     write_report: all four files
-    cli.py       `mupbench report`
+    tables.py    plain-text tables for the terminal, markdown tables for summaries
 """

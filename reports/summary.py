@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.tables import fmt, markdown_table
+from reports.tables import fmt, markdown_table
 
 AGREEMENT_MARK = {"agree": "✅ agree", "disagree": "❌ disagree", "inconclusive": "⚠️ inconclusive",
                   "no expectation": "no expectation"}

@@ -19,13 +19,6 @@ def cmd_report(args) -> int:
     return 0
 
 
-def report_after_run(sweep_dir, tolerance=None) -> None:
-    """What `mupbench run` calls after printing its verdicts."""
-    from reports.build import write_report
-
-    print_paths(write_report(sweep_dir, None, tolerance))
-
-
 def print_paths(paths: dict) -> None:
     print("report: " + paths["report.html"].as_posix())
     for name in ("results.json", "summary.md", "junit.xml"):

@@ -1,0 +1,161 @@
+"""A user's model ready to train: (re-)initialisation, optimizer groups (its own hook or the table's), and run specs
+that carry the model."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from harness.byo.loading import call_factory, load_factory, source_from_entry
+from harness.byo.shapes import TensorInfo, infer
+from harness.config import BYO_SPEC_KEY as SPEC_KEY
+from harness.errors import UserError
+from harness.parameterization import PARAMETERIZATIONS, rule
+
+HOOK_GROUPS = "mup_parameter_groups"
+STORE_META_KEY = "byo_model"  # store meta: the model a sweep directory belongs to
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Anything the table's formulas need: duck-types ModelConfig for parameterization.lr_mult."""
+
+    parameterization: str
+    width: int
+    base_width: int
+
+
+@torch.no_grad()
+def reinitialise(model: nn.Module, infos: dict[str, TensorInfo], scale: Scale) -> None:
+    """Initialise every width-scaling tensor (and 1-D gains/biases) by the parameterization table."""
+    for name, p in model.named_parameters():
+        info = infos[name]
+        if info.kind == "fixed" and p.ndim > 1:
+            continue  # a fixed-size matrix: nothing in the table describes it, keep the model's own init
+        r = rule(scale.parameterization, info.role)
+        if r.init == "ones":
+            p.fill_(1.0)
+        elif r.init == "zeros":
+            p.zero_()
+        else:
+            std = r.std(info.fan_in, scale.width, scale.base_width)
+            p.normal_(0.0, std) if std > 0 else p.zero_()
+
+
+def uses_hook(model: nn.Module, parameterization: str) -> bool:
+    return parameterization == "mup" and callable(getattr(model, HOOK_GROUPS, None))
+
+
+def parameter_groups(model: nn.Module, infos: dict[str, TensorInfo], scale: Scale, lr: float,
+                     weight_decay: float = 0.0, weight_decay_mode: str = "coupled", label: str = "model") -> list[dict]:
+    """Optimizer groups: the model's own (`mup_parameter_groups`, under μP) or the table's by inferred role."""
+    from harness.optim import parameter_groups as table_groups
+
+    if uses_hook(model, scale.parameterization):
+        return _hook_groups(model, lr, weight_decay, weight_decay_mode, label)
+    roles = [(name, p, infos[name].role) for name, p in model.named_parameters() if p.requires_grad]
+    return table_groups(model, lr, weight_decay, weight_decay_mode, roles=roles, cfg=scale)
+
+
+def _hook_groups(model, lr, weight_decay, weight_decay_mode, label) -> list[dict]:
+    try:
+        groups = getattr(model, HOOK_GROUPS)(lr)
+    except Exception as e:
+        raise UserError(f"--model {label}: {HOOK_GROUPS}({lr:g}) raised {type(e).__name__}: {e}") from None
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen: dict[int, str] = {}
+    out = []
+    for i, group in enumerate(groups if isinstance(groups, (list, tuple)) else [None]):
+        if not isinstance(group, dict) or "params" not in group or "lr" not in group:
+            raise UserError(f"--model {label}: {HOOK_GROUPS} must return a list of dicts with 'params' and 'lr'")
+        params = list(group["params"])
+        for p in params:
+            if id(p) not in names:
+                raise UserError(f"--model {label}: {HOOK_GROUPS} group {i} holds a tensor that is not a model parameter")
+            if id(p) in seen:
+                raise UserError(f"--model {label}: {HOOK_GROUPS} puts {names[id(p)]} in two groups")
+            seen[id(p)] = names[id(p)]
+        peak = float(group["lr"])
+        if "weight_decay" in group:
+            wd = float(group["weight_decay"])
+        else:
+            wd = weight_decay if weight_decay_mode == "coupled" or not weight_decay else weight_decay / peak
+        extra = {k: v for k, v in group.items() if k not in ("params", "lr", "weight_decay")}
+        out.append({**extra, "params": params, "names": [names[id(p)] for p in params], "lr": peak, "peak_lr": peak,
+                    "lr_mult": peak / lr, "weight_decay": wd})
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
+    if missing:
+        raise UserError(f"--model {label}: {HOOK_GROUPS} leaves out {', '.join(missing[:3])}"
+                        + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+    return out
+
+
+# --- one model, ready to train ---------------------------------------------------------------------------------------
+@dataclass
+class Prepared:
+    model: nn.Module
+    infos: dict[str, TensorInfo]
+    scale: Scale
+    label: str
+    reinit: bool
+
+    def groups(self, lr: float, weight_decay: float = 0.0, weight_decay_mode: str = "coupled") -> list[dict]:
+        return parameter_groups(self.model, self.infos, self.scale, lr, weight_decay, weight_decay_mode, self.label)
+
+    @property
+    def lr_source(self) -> str:
+        if uses_hook(self.model, self.scale.parameterization):
+            return f"the model's {HOOK_GROUPS}"
+        return f"the {self.scale.parameterization} table by inferred role"
+
+
+def prepare(factory, width: int, base_width: int, parameterization: str, reinit: bool, label: str,
+            infos: dict[str, TensorInfo] | None = None, other_width: int | None = None) -> Prepared:
+    """Build the model at `width` (from torch's global RNG: seed it first), infer roles, re-initialise if asked."""
+    if parameterization not in PARAMETERIZATIONS:
+        raise UserError(f"parameterization {parameterization!r} is not one of: {', '.join(PARAMETERIZATIONS)}")
+    model = call_factory(factory, width, label)  # first, so its init is the seed's whatever inference does
+    if infos is None:
+        with torch.random.fork_rng(devices=[]):
+            infos = infer(factory, width, other_width or 2 * width, label)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    if set(shapes) != set(infos):
+        raise UserError(f"--model {label}: factory({width}) has different parameters from the model roles were inferred on")
+    infos = {n: (i if i.shape == shapes[n] else dataclasses.replace(i, shape=shapes[n])) for n, i in infos.items()}
+    scale = Scale(parameterization, width, base_width)
+    if reinit:
+        reinitialise(model, infos, scale)
+    return Prepared(model, infos, scale, label, reinit)
+
+
+# --- sweeps: run specs that carry a model ---------------------------------------------------------------------------
+def is_byo(spec) -> bool:
+    return SPEC_KEY in (spec.extra or {})
+
+
+def build_for_spec(spec) -> Prepared:
+    """The model of a BYO run spec at its width (seed torch first), with roles inferred against twice the width."""
+    entry = spec.extra[SPEC_KEY]
+    source = source_from_entry(entry)
+    factory = load_factory(source)
+    cfg = spec.model
+    return prepare(factory, cfg.width, cfg.base_width, cfg.parameterization, entry["reinit"], source.label)
+
+
+def with_model(specs: list, entry: dict) -> list:
+    """The specs of `mupbench run --model`: each carries the user's model (`entry`, ModelSource.to_json)."""
+    return [dataclasses.replace(s, extra={**s.extra, SPEC_KEY: entry}) for s in specs]
+
+
+def model_entry(specs: list) -> dict | None:
+    """The user's model the specs carry, if any (what a sweep directory records as the model it belongs to)."""
+    return next((s.extra[SPEC_KEY] for s in specs if is_byo(s)), None)
+
+
+def model_field_changes(ablation, base: dict) -> list[str]:
+    """The model fields an ablation changes that a BYO factory cannot follow (all but the parameterization)."""
+    return [k for k in ablation.changes(base) if k.startswith("model.") and k != "model.parameterization"]
+
+

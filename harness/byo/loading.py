@@ -1,0 +1,143 @@
+"""Loading a user's model factory: naming it, importing its file or module, calling it, probing its forward."""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from harness.config import BYO_IDENTITY_KEYS
+from harness.errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a factory lives: `spec` as the user wrote it, the resolved file, and its digest."""
+
+    spec: str
+    attr: str
+    file: str  # absolute path of the factory's source file
+    module: str | None  # the importable module name, when named as package.module
+    sha256: str
+
+    @property
+    def label(self) -> str:
+        return f"{Path(self.file).name}:{self.attr}" if self.module is None else f"{self.module}:{self.attr}"
+
+    def to_json(self, reinit: bool) -> dict:
+        return {"spec": self.spec, "file": self.file, "module": self.module, "factory": self.attr,
+                "sha256": self.sha256, "reinit": bool(reinit)}
+
+    @staticmethod
+    def identity(entry: dict) -> dict:
+        """What of a spec's `extra["byo_model"]` changes the result: the factory's name, source digest, reinit flag."""
+        return {k: entry[k] for k in BYO_IDENTITY_KEYS}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def resolve(spec: str) -> ModelSource:
+    """Parse `file.py:factory` or `package.module:factory` and import it (raising UserError on any problem)."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr.isidentifier():
+        raise UserError(f"--model {spec!r} must be path/to/file.py:factory or package.module:factory")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target).expanduser().resolve()
+        if not path.is_file():
+            raise UserError(f"--model: model file {target} does not exist")
+        module = _import_file(path, spec)
+        source = ModelSource(spec, attr, str(path), None, _digest(path))
+    else:
+        module = _import_module(target, spec)
+        file = getattr(module, "__file__", None)
+        if not file:
+            raise UserError(f"--model: module {target!r} has no source file to identify it by")
+        source = ModelSource(spec, attr, str(Path(file).resolve()), target, _digest(Path(file)))
+    if not callable(getattr(module, attr, None)):
+        raise UserError(f"--model: {source.label} is not a callable factory(width) -> nn.Module")
+    return source
+
+
+def _import_file(path: Path, spec: str):
+    name = f"mupbench_model_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    if name in sys.modules and getattr(sys.modules[name], "__mupbench_sha256__", None) == _digest(path):
+        return sys.modules[name]
+    if str(path.parent) not in sys.path:  # like `python path/to/file.py`: the file's own imports resolve beside it
+        sys.path.append(str(path.parent))
+    try:
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        module_spec.loader.exec_module(module)
+    except Exception as e:
+        sys.modules.pop(name, None)
+        raise UserError(f"--model {spec}: importing {path} failed: {type(e).__name__}: {e}") from None
+    module.__mupbench_sha256__ = _digest(path)
+    return module
+
+
+def _import_module(name: str, spec: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        if str(Path.cwd()) not in sys.path:  # like `python -m`: the current directory is importable
+            sys.path.insert(0, str(Path.cwd()))
+            return _import_module(name, spec)
+        raise UserError(f"--model {spec}: cannot import {name!r}: pass a file path or fix PYTHONPATH") from None
+    except Exception as e:
+        raise UserError(f"--model {spec}: importing {name} failed: {type(e).__name__}: {e}") from None
+
+
+def load_factory(source: ModelSource) -> Callable[[int], nn.Module]:
+    module = _import_module(source.module, source.spec) if source.module else _import_file(Path(source.file), source.spec)
+    return getattr(module, source.attr)
+
+
+def source_from_entry(entry: dict) -> ModelSource:
+    """The ModelSource of a run spec's `extra["byo_model"]`, refusing a file that changed since the sweep was planned."""
+    path = Path(entry["file"])
+    if not path.is_file():
+        raise UserError(f"model file {path} (from --model {entry['spec']}) no longer exists")
+    digest = _digest(path)
+    if digest != entry["sha256"]:
+        raise UserError(f"model file {path} changed since this run was planned: re-run the command")
+    return ModelSource(entry["spec"], entry["factory"], str(path), entry.get("module"), digest)
+
+
+def call_factory(factory, width: int, label: str, device: str | torch.device | None = None) -> nn.Module:
+    try:
+        if device is None:
+            model = factory(width)
+        else:
+            with torch.device(device):
+                model = factory(width)
+    except Exception as e:
+        raise UserError(f"--model {label}: factory({width}) raised {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"--model {label}: factory({width}) returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def check_forward(model: nn.Module, label: str, vocab_size: int | None = None) -> int:
+    """Run a (2, 8) batch of token ids through the model; return V of its (B, T, V) logits."""
+    tokens = torch.zeros(2, 8, dtype=torch.long)
+    try:
+        with torch.no_grad():
+            out = model(tokens)
+    except Exception as e:
+        raise UserError(f"--model {label}: forward on token ids of shape (2, 8) raised {type(e).__name__}: {e}") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 3 or tuple(out.shape[:2]) != (2, 8):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"--model {label}: the model must map token ids (B, T) to logits (B, T, V); got {shape}")
+    if vocab_size is not None and out.shape[-1] < vocab_size:
+        raise UserError(f"--model {label}: the model's vocabulary ({out.shape[-1]}) is smaller than the data's "
+                        f"({vocab_size}): give the model a larger vocabulary or use other --data")
+    return int(out.shape[-1])

@@ -1,0 +1,73 @@
+"""Argument parsing shared by the commands: the one-line-error parser, number and list parsers, the options that name
+a user's model, and the ablation selection of `run`-style commands."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+
+from harness.errors import UserError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's default prints the whole usage first)
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def parse_list(text: str, option: str, parse) -> list:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise UserError(f"{option} is empty: give comma-separated values")
+    return [parse(t, option) for t in items]
+
+
+def positive_int(text: str, option: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"{option}: {text!r} is not a positive integer")
+    return value
+
+
+def learning_rate(text: str, option: str) -> float:
+    try:
+        value = 2.0 ** float(text[2:]) if text.startswith("2^") else float(text)
+    except ValueError:
+        raise UserError(f"{option}: {text!r} is not a number (write 0.004 or 2^-8)") from None
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"{option}: learning rate {text} must be > 0")
+    return value
+
+
+def add_model_arguments(p) -> None:
+    """--model and --reinit: a user's own model, for `run`, `gate` and `coord-check`."""
+    p.add_argument("--model", default=None, metavar="FILE.py:FACTORY",
+                   help="your own model: path/to/file.py:factory or package.module:factory, factory(width) -> nn.Module "
+                        "mapping token ids (B, T) to logits (B, T, V)")
+    p.add_argument("--reinit", action="store_true",
+                   help="with --model: re-initialise its weights by the parameterization table "
+                        "(default: trust the model's own init, set only the learning rates)")
+
+
+def select_entries(args):
+    """The suite, the preset (with --widths/--lrs applied) and the (ablation, parameterizations) entries a
+    `run`-style command asks for."""
+    import ablations
+    from ablations.loader import load_user_ablations
+
+    load_user_ablations(args.ablations)
+    suite = ablations.get_suite(args.suite)
+    preset = ablations.get_preset(args.preset or suite.preset)
+    if getattr(args, "widths", None):
+        preset = dataclasses.replace(preset, widths=tuple(parse_list(args.widths, "--widths", positive_int)))
+    if getattr(args, "lrs", None):
+        log2s = [math.log2(lr) for lr in parse_list(args.lrs, "--lrs", learning_rate)]
+        preset = dataclasses.replace(preset, log2_lrs=tuple(sorted(log2s)))
+    entries = suite.resolve()
+    if args.ablation:
+        names = dict.fromkeys(n.strip() for n in args.ablation.split(",") if n.strip())
+        in_suite = {a.name: params for a, params in entries}
+        entries = [(ablations.get(n), in_suite.get(n, ("mup",))) for n in names]
+    return suite, preset, entries

@@ -1,0 +1,80 @@
+"""`mupbench explain` (every tensor's init and LR at a width) and `mupbench list` (ablations, suites, presets)."""
+from __future__ import annotations
+
+import json
+
+from reports.tables import text_table
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("explain", help="every tensor's shape, role, init std and LR multiplier at a width")
+    p.add_argument("--width", type=int, required=True)
+    p.add_argument("--parameterization", default="mup", help="mup | sp (default mup)")
+    p.add_argument("--base-width", type=int, default=None, help="default: the preset's")
+    p.add_argument("--preset", default="cpu-tiny", help="shape to explain (default cpu-tiny)")
+    p.add_argument("--ablation", default="baseline", help="explain the model of this ablation (default baseline)")
+    p.set_defaults(func=cmd_explain)
+    _add_list(sub)
+
+
+def cmd_explain(args) -> int:
+    import ablations
+    from ablations.suites import apply_changes
+    from harness.config import ModelConfig
+    from harness.model import build_model, parameter_roles
+    from harness.parameterization import init_std, lr_mult, rule
+
+    preset = ablations.get_preset(args.preset)
+    base = preset.base(args.parameterization)
+    recipe = apply_changes(base, ablations.get(args.ablation).changes(base))
+    if args.base_width is not None:
+        recipe["model"]["base_width"] = args.base_width
+    cfg = ModelConfig(width=args.width, **recipe["model"])
+    model = build_model(cfg)
+    rows = []
+    for name, p, role, fan_in in parameter_roles(model):
+        r = rule(cfg.parameterization, role)
+        std = {"ones": "1 (const)", "zeros": "0 (const)"}.get(r.init) or f"{init_std(cfg, role, fan_in):.4g}"
+        rows.append([name, "×".join(map(str, p.shape)), role, std, r.std.text if r.init == "normal" else r.init,
+                     f"{lr_mult(cfg, role):.4g}", r.lr_mult.text, "yes" if r.weight_decay else "no"])
+    print(f"{args.ablation} · {cfg.parameterization} · width {cfg.width} · base width {cfg.base_width} "
+          f"(wm = {cfg.width_mult:g}) · depth {cfg.depth} · heads {cfg.heads}×{cfg.head_dim}")
+    print(text_table(["tensor", "shape", "role", "init std", "rule", "LR mult", "rule", "decay"], rows))
+    return 0
+
+
+def _add_list(sub) -> None:
+    p = sub.add_parser("list", help="registered ablations, suites and presets")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--ablations", action="append", default=[], metavar="PATH_OR_MODULE",
+                   help="also load ablations from this file or module")
+    p.set_defaults(func=cmd_list)
+
+
+def cmd_list(args) -> int:
+    import ablations
+    from ablations.loader import load_user_ablations
+
+    load_user_ablations(args.ablations)
+    base = ablations.get_preset("cpu-tiny").base("mup")
+    items = []
+    for a in ablations.REGISTRY.values():
+        items.append({"name": a.name, "family": a.family, "description": a.description, "changes": a.changes(base),
+                      "reported": a.reported, "expected": a.expected, "source": a.source})
+    suites = [{"name": s.name, "description": s.description, "preset": s.preset,
+               "ablations": [a.name for a, _ in s.resolve()]} for s in ablations.SUITES.values()]
+    presets = [{"name": p.name, "description": p.description, "widths": list(p.widths),
+                "log2_lrs": list(p.log2_lrs), **p.model, **p.train} for p in ablations.PRESETS.values()]
+    if args.json:
+        print(json.dumps({"ablations": items, "suites": suites, "presets": presets}, indent=1, default=str))
+        return 0
+    print(text_table(["ablation", "family", "changes", "reported", "description"],
+                     [[i["name"], i["family"], ", ".join(f"{k}={v}" for k, v in i["changes"].items()) or "–",
+                       i["reported"], i["description"]] for i in items]))
+    print("\nsources: " + "; ".join(sorted({i["source"] for i in items})))
+    print("\n" + text_table(["suite", "preset", "ablations"],
+                            [[s["name"], s["preset"], ", ".join(s["ablations"])] for s in suites]))
+    print("\n" + text_table(["preset", "widths", "log2 LR grid", "description"],
+                            [[p["name"], "/".join(map(str, p["widths"])), f"{p['log2_lrs'][0]:g}…{p['log2_lrs'][-1]:g}",
+                              p["description"]] for p in presets]))
+    return 0

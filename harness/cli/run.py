@@ -1,0 +1,154 @@
+"""`mupbench run` (a sweep, with `--model` a user's model) and `mupbench status`."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+from harness.cli.analyze import print_verdicts
+from harness.cli.args import add_model_arguments, select_entries
+from harness.cli.report import print_paths
+from harness.errors import UserError
+from reports.tables import text_table
+
+DEFAULT_GRID_EXTENSION = 2  # grid points `run` may add beyond an edge optimum, per side
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run a sweep (default: the CPU smoke suite) and print the verdicts")
+    p.add_argument("--suite", default="smoke", help="smoke | lingle | pr (default smoke)")
+    p.add_argument("--preset", default=None, help="cpu-tiny | gpu-small | paper (default: the suite's)")
+    p.add_argument("--ablation", default=None, help="comma-separated ablation names: run only these of the suite")
+    p.add_argument("--ablations", action="append", default=[], metavar="PATH_OR_MODULE",
+                   help="a Python file or module registering more ablations with @ablation (repeatable)")
+    p.add_argument("--out", default=None, help="sweep directory (default runs/<suite>-<preset>)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per GPU, or per CPU core)")
+    p.add_argument("--seeds", type=int, default=1, help="initialisation seeds per point (default 1)")
+    p.add_argument("--widths", default=None, help="comma-separated widths, replacing the preset's (e.g. 32,64,128)")
+    p.add_argument("--lrs", default=None,
+                   help="comma-separated base learning rates, replacing the preset's grid (e.g. 2^-8,2^-7 or 0.004)")
+    p.add_argument("--data", default=None, help="text file, directory, or token file (.bin/.npy); default: stdlib sources")
+    p.add_argument("--vocab-size", type=int, default=None, help="vocab size of a token file (default: max id + 1)")
+    p.add_argument("--data-dtype", default="uint16", help="dtype of a .bin token file: uint16 | uint32")
+    p.add_argument("--tolerance", type=float, default=None, help="allowed spread of optima in log2 LR (default one grid step)")
+    p.add_argument("--extend-grid", type=int, default=None, metavar="N",
+                   help="where a width's optimum sits on the edge of the LR grid, add up to N more grid points beyond "
+                        "it, one at a time (default 2 on a preset's grid, 0 with --lrs; 0 keeps the grid fixed)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    add_model_arguments(p)
+    p.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("status", help="how far a sweep has got")
+    s.add_argument("dir")
+    s.set_defaults(func=cmd_status)
+
+
+def cmd_run(args) -> int:
+    import ablations
+    from harness import byo, sweep
+    from reports.build import write_report
+
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.reinit and args.model is None:
+        raise UserError("--reinit applies only with --model")
+    extend = args.extend_grid if args.extend_grid is not None else (0 if args.lrs else DEFAULT_GRID_EXTENSION)
+    if extend < 0:
+        raise UserError(f"--extend-grid must be 0 or more, got {extend}")
+    suite, preset, entries = select_entries(args)
+    sweep.plan_workers(args.device, args.workers)  # validates the device before anything is written
+    out = Path(args.out or f"runs/{suite.name}-{preset.name}")
+    model = byo.resolve(args.model).to_json(args.reinit) if args.model else None
+    sweep.check_directory(out, preset.name, model)
+    if model is not None:
+        entries = _entries_for_model(entries, preset)
+        _validate_model(model, preset, args)
+    data_spec, tokens = sweep.sweep_data(out, args.data, args.vocab_size, args.data_dtype)
+    specs = ablations.plan(entries, preset, data_spec, seeds=args.seeds,
+                           labels={"suite": suite.name, "preset": preset.name})
+    if model is not None:
+        specs = byo.with_model(specs, model)
+    # everything above validated the input; from here on we write
+    sweep.record_sweep(out, tokens, data_spec, preset.name, suite.name, ablation_info(a for a, _ in entries))
+    try:
+        sweep.run_with_extensions(out, specs, extend, device=args.device, workers=args.workers,
+                                  progress=not args.quiet, on_extend=_print_extensions)
+    except KeyboardInterrupt:
+        return 130
+    print(f"sweep directory: {out}")
+    status = print_verdicts(out, args.tolerance)
+    print_paths(write_report(out, None, args.tolerance))
+    return status
+
+
+def _entries_for_model(entries, preset):
+    """The ablations a user's model can follow: those changing only training (and the parameterization)."""
+    from harness import byo
+
+    base = preset.base("mup")
+    kept = []
+    for ablation, params in entries:
+        changes = byo.model_field_changes(ablation, base)
+        if changes:
+            print(f"mupbench: skipping ablation {ablation.name!r} for --model: it changes {', '.join(changes)}, "
+                  "which a model factory cannot follow", file=sys.stderr)
+        else:
+            kept.append((ablation, params))
+    if not kept:
+        raise UserError("none of the selected ablations applies to --model (each changes the built-in model's "
+                        "architecture): choose train-side ablations, e.g. --ablation baseline")
+    return kept
+
+
+def _validate_model(model: dict, preset, args) -> None:
+    """The model's shapes at two widths (meta device), and a forward pass at the smallest width mapping (B, T) to
+    (B, T, V) with V at least the byte vocabulary (unknown yet for token files) — before anything is written."""
+    from harness import byo
+
+    source = byo.source_from_entry(model)
+    factory = byo.load_factory(source)
+    widths = sorted(preset.widths)
+    byo.infer(factory, widths[0], byo.partner_width(widths[0], widths), source.label)
+    token_file = str(args.data or "").endswith((".bin", ".npy"))
+    vocab = args.vocab_size or (None if token_file else 256)
+    byo.check_forward(byo.call_factory(factory, widths[0], source.label), source.label, vocab_size=vocab)
+
+
+def _print_extensions(specs) -> None:
+    """One line per (ablation, parameterization) whose LR grid grows."""
+    grown: dict[tuple[str, str], set[float]] = {}
+    for s in specs:
+        grown.setdefault((s.ablation, s.model.parameterization), set()).add(math.log2(s.train.lr))
+    for (ablation, param), points in grown.items():
+        at = ", ".join(f"2^{x:g}" for x in sorted(points))
+        print(f"mupbench: {ablation}/{param}: an optimum sits on the grid's edge; extending the grid to {at}",
+              file=sys.stderr)
+
+
+def ablation_info(items) -> dict:
+    """What reports need to know of each ablation, stored with the sweep (user ablations may not be importable later)."""
+    return {
+        a.name: {"description": a.description, "reported": a.reported, "expected": a.expected, "source": a.source,
+                 "family": a.family}
+        for a in items
+    }
+
+
+def cmd_status(args) -> int:
+    from harness.store import Store
+
+    store = Store(args.dir)
+    plan, runs = store.planned(), store.runs()
+    counts = store.counts()
+    store.close()
+    rows = []
+    for (abl, param), group in plan.groupby(["ablation", "parameterization"], sort=False):
+        done = runs[runs["run_hash"].isin(group["run_hash"])]
+        rows.append([abl, param, len(group), int((done["status"] == "ok").sum()),
+                     int((done["status"] == "diverged").sum()), int((done["status"] == "failed").sum()),
+                     len(group) - int(done["status"].isin(["ok", "diverged"]).sum())])
+    print(text_table(["ablation", "param", "planned", "ok", "diverged", "failed", "pending"], rows))
+    finished = counts["ok"] + counts["diverged"]
+    print(f"\n{finished}/{counts['planned']} runs finished ({counts['failed']} failed)")
+    return 0
