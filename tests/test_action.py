@@ -1,0 +1,416 @@
+"""The composite action (action.yml) and the example workflow, checked without GitHub.
+
+Statically: every input is documented, has a default and is used; inputs reach shell text only through `env:`; every
+called action is pinned to a commit; the outputs name real step outputs; the workflow passes only declared inputs.
+
+Then the action runs the way a runner would run it: its `run:` steps in order (the `uses:` steps are recorded, not
+run), `${{ … }}` expressions and `if:` conditions evaluated, GITHUB_OUTPUT / GITHUB_ENV / GITHUB_PATH /
+GITHUB_STEP_SUMMARY files between steps, GITHUB_ACTION_PATH pointing at a copy of this repository, in a temporary
+"user repository" that holds only a copy of examples/my_model.py. `python-version: ""` and `torch: keep` make the
+action use a `python3` that already has torch (this interpreter), and pip runs with no index, so nothing is
+downloaded — yet mupbench is really installed from the action path into the action's own environment. Three runs at
+the cpu-micro preset share one workspace: the first writes the baseline and passes, the second meets a baseline whose
+optimum lies far away and fails (exit 1) with its report still uploaded, the third meets a malformed baseline and
+stops with exit 2, saying why in the job summary.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is a dev dependency: pip install -e '.[dev]'")
+
+ROOT = Path(__file__).resolve().parent.parent
+ACTION_FILE = ROOT / "action.yml"
+WORKFLOW_FILE = ROOT / ".github" / "workflows" / "mup-transfer.yml"
+ACTION = yaml.safe_load(ACTION_FILE.read_text())
+WORKFLOW = yaml.safe_load(WORKFLOW_FILE.read_text())
+STEPS = ACTION["runs"]["steps"]
+EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}", re.S)
+PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+
+
+def _strings(node):
+    """Every string in a parsed YAML tree."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for v in node.values():
+            yield from _strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings(v)
+
+
+def _workflow_steps():
+    for job_id, job in WORKFLOW["jobs"].items():
+        for step in job.get("steps", []):
+            yield job_id, step
+
+
+# --- static checks -------------------------------------------------------------------------------------------------------
+def test_inputs_are_documented_defaulted_and_used():
+    used = {m for s in _strings(STEPS) for e in EXPRESSION.findall(s) for m in re.findall(r"inputs\.([\w-]+)", e)}
+    used |= {m for s in STEPS if "if" in s for m in re.findall(r"inputs\.([\w-]+)", str(s["if"]))}
+    inputs = ACTION["inputs"]
+    assert {"model", "suite", "preset", "baseline", "extra-args", "python-version", "torch", "install"} <= set(inputs)
+    for name, spec in inputs.items():
+        assert spec.get("description", "").strip(), f"input {name} has no description"
+        assert isinstance(spec.get("default"), str), f"input {name} has no default"
+        assert spec.get("required") is False, f"input {name}: every input has a default, so none is required"
+        assert name in used, f"input {name} is declared but no step uses it"
+    assert used <= set(inputs), f"steps use undeclared inputs: {used - set(inputs)}"
+
+
+def test_inputs_reach_shell_only_through_env():
+    for step in STEPS:
+        if "run" in step:
+            assert "${{" not in step["run"], f"step {step.get('name')!r} splices an expression into shell text"
+            assert step.get("shell") == "bash", f"composite run step {step.get('name')!r} must name its shell"
+
+
+def test_every_called_action_is_pinned_to_a_commit():
+    calls = [s["uses"] for s in STEPS if "uses" in s] + [s["uses"] for _, s in _workflow_steps() if "uses" in s]
+    assert calls
+    for ref in calls:
+        assert ref.startswith("./") or PINNED.match(ref), f"{ref} is not pinned to a full commit SHA"
+    for path in (ACTION_FILE, WORKFLOW_FILE):  # the version a pin stands for is written beside it
+        for line in path.read_text().splitlines():
+            if re.search(r"uses:\s*[\w.-]+/[\w.-]+@", line):
+                assert re.search(r"@[0-9a-f]{40} # v\d", line), line
+
+
+def test_outputs_name_real_step_outputs():
+    ids = {s["id"]: s for s in STEPS if "id" in s}
+    assert {"result", "report"} <= set(ACTION["outputs"])
+    for name, spec in ACTION["outputs"].items():
+        assert spec.get("description", "").strip(), name
+        m = re.fullmatch(r"\$\{\{\s*steps\.([\w-]+)\.outputs\.([\w-]+)\s*\}\}", spec["value"])
+        assert m, f"output {name} is not a step output: {spec['value']}"
+        step_id, key = m.groups()
+        assert step_id in ids, f"output {name}: no step {step_id}"
+        assert re.search(rf"echo \"{re.escape(key)}=", ids[step_id]["run"]), f"step {step_id} never writes {key}"
+
+
+def test_workflow_uses_the_action_on_a_cpu_and_a_gpu_runner():
+    uses = {job_id: s for job_id, s in _workflow_steps() if s.get("uses") == "./"}
+    assert set(uses) == {"cpu", "gpu"}, "both jobs run the action"
+    inputs = set(ACTION["inputs"])
+    for job_id, step in uses.items():
+        assert set(step.get("with", {})) <= inputs, f"{job_id}: unknown inputs {set(step['with']) - inputs}"
+    jobs = WORKFLOW["jobs"]
+    assert jobs["cpu"]["runs-on"] == "ubuntu-latest"
+    assert uses["cpu"]["with"].get("torch", ACTION["inputs"]["torch"]["default"]) != "keep"
+    assert "self-hosted" in jobs["gpu"]["runs-on"]
+    assert uses["gpu"]["with"]["torch"] == "keep" and uses["gpu"]["with"]["python-version"] == ""
+    # the committed baseline is where the action looks by default for the CPU job's suite and preset
+    cpu = uses["cpu"]["with"]
+    suite, preset = cpu.get("suite", "smoke"), cpu.get("preset", ACTION["inputs"]["preset"]["default"])
+    assert (ROOT / cpu.get("baseline", f".github/mupbench/baseline-{suite}-{preset}.json")).is_file()
+
+
+# --- a runner, enough of one to execute this action ---------------------------------------------------------------------
+class Expression:
+    """GitHub Actions expressions, the part this action uses: literals, context lookups, ! == != && || (), and the
+    status functions. Anything else raises, so the action cannot drift beyond what this emulation checks."""
+
+    TOKEN = re.compile(r"\s*(?:('(?:[^']|'')*')|(&&|\|\||==|!=|!|\(|\))|([A-Za-z_][\w.-]*))")
+
+    def __init__(self, text: str, contexts: dict, failed: bool):
+        self.tokens, pos, text = [], 0, text.strip()
+        while pos < len(text):
+            m = self.TOKEN.match(text, pos)
+            if not m or m.end() == pos:
+                raise ValueError(f"cannot parse expression {text!r} at {text[pos:]!r}")
+            self.tokens.append(m.group(1) and ("str", m.group(1)[1:-1].replace("''", "'"))
+                               or m.group(2) and ("op", m.group(2)) or ("name", m.group(3)))
+            pos = m.end()
+        self.contexts, self.failed, self.i = contexts, failed, 0
+
+    def value(self):
+        v = self._or()
+        if self.i != len(self.tokens):
+            raise ValueError(f"trailing tokens {self.tokens[self.i:]}")
+        return v
+
+    def _peek(self, *ops):
+        return self.i < len(self.tokens) and self.tokens[self.i] in [("op", o) for o in ops]
+
+    def _or(self):
+        return self._chain("||", self._and, lambda a, b: a or b)
+
+    def _and(self):
+        return self._chain("&&", self._cmp, lambda a, b: a and b)
+
+    def _chain(self, op, operand, combine):
+        v = operand()
+        while self._peek(op):
+            self.i += 1
+            v = combine(v, operand())
+        return v
+
+    def _cmp(self):
+        v = self._unary()
+        if self._peek("==", "!="):
+            op = self.tokens[self.i][1]
+            self.i += 1
+            same = _loose(v) == _loose(self._unary())
+            return same if op == "==" else not same
+        return v
+
+    def _unary(self):
+        if self._peek("!"):
+            self.i += 1
+            return not self._unary()
+        if self._peek("("):
+            self.i += 1
+            v = self._or()
+            assert self._peek(")"), "unbalanced parenthesis"
+            self.i += 1
+            return v
+        kind, text = self.tokens[self.i]
+        self.i += 1
+        if kind == "str":
+            return text
+        if self._peek("("):
+            self.i += 2
+            return {"success": not self.failed, "failure": self.failed, "always": True, "cancelled": False}[text]
+        if text in ("true", "false"):
+            return text == "true"
+        head, *rest = text.split(".")
+        node = self.contexts[head]  # an unknown context raises
+        for key in rest:
+            node = node.get(key, "") if isinstance(node, dict) else ""
+        return node
+
+
+def _loose(v):
+    return "" if v is None else str(v).lower() if not isinstance(v, bool) else v
+
+
+def render(text: str, contexts: dict) -> str:
+    def one(m):
+        v = Expression(m.group(1), contexts, failed=False).value()
+        return "" if v is None else ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+    return EXPRESSION.sub(one, text)
+
+
+def _read_commands_file(path: Path) -> dict:
+    """GITHUB_OUTPUT / GITHUB_ENV: name=value lines and name<<DELIMITER blocks."""
+    out, lines = {}, path.read_text().splitlines() if path.exists() else []
+    while lines:
+        line = lines.pop(0)
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delim = line.split("<<", 1)
+            body = []
+            while lines[0] != delim:
+                body.append(lines.pop(0))
+            lines.pop(0)
+            out[name] = "\n".join(body)
+        elif line:
+            name, value = line.split("=", 1)
+            out[name] = value
+    return out
+
+
+@dataclass
+class ActionRun:
+    exit_code: int
+    outputs: dict
+    summary: str
+    steps: list = field(default_factory=list)  # (name, "ran" | "skipped" | "uses", exit code or the rendered `with`)
+    log: str = ""
+
+    def step(self, name_start: str):
+        return next(s for s in self.steps if s[0].startswith(name_start))
+
+
+def run_action(inputs: dict, workspace: Path, action_path: Path, temp: Path, env: dict) -> ActionRun:
+    unknown = set(inputs) - set(ACTION["inputs"])
+    assert not unknown, f"unknown inputs {unknown}"  # the runner warns; here it is a mistake in the test
+    contexts = {
+        "inputs": {k: inputs.get(k, spec["default"]) for k, spec in ACTION["inputs"].items()},
+        "steps": {},
+        "github": {"action_path": str(action_path), "workspace": str(workspace)},
+        "runner": {"temp": str(temp), "os": "Linux"},
+    }
+    job_env, job_path, summary, log, record, failed, exit_code = {}, [], [], [], [], False, 0
+    for n, step in enumerate(STEPS):
+        name = step.get("name", f"step {n}")
+        condition = str(step.get("if", "success()"))
+        condition = EXPRESSION.sub(lambda m: m.group(1), condition)
+        if not re.search(r"\b(success|failure|always|cancelled)\(", condition):
+            condition = f"success() && ({condition})"
+        if not Expression(condition, contexts, failed).value():
+            record.append((name, "skipped", None))
+            continue
+        if "uses" in step:
+            record.append((name, "uses", {k: render(str(v), contexts) for k, v in step.get("with", {}).items()}))
+            continue
+        files = {key: temp / f"_runner_{n}_{key}" for key in ("GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH",
+                                                              "GITHUB_STEP_SUMMARY")}
+        for f in files.values():
+            f.write_text("")
+        script = temp / f"_runner_{n}.sh"
+        script.write_text(step["run"])
+        step_env = {**env, **job_env, **{k: str(v) for k, v in files.items()},
+                    "GITHUB_ACTION_PATH": str(action_path), "GITHUB_WORKSPACE": str(workspace),
+                    "RUNNER_TEMP": str(temp), "RUNNER_OS": "Linux", "CI": "true", "GITHUB_ACTIONS": "true",
+                    **{k: render(str(v), contexts) for k, v in step.get("env", {}).items()}}
+        step_env["PATH"] = os.pathsep.join([*reversed(job_path), step_env["PATH"]])
+        cwd = workspace / render(step.get("working-directory", "."), contexts)
+        proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=cwd,
+                              env=step_env, capture_output=True, text=True, timeout=600)
+        log.append(f"::group::{name} (exit {proc.returncode})\n{proc.stdout}{proc.stderr}")
+        outputs = _read_commands_file(files["GITHUB_OUTPUT"])
+        job_env.update(_read_commands_file(files["GITHUB_ENV"]))
+        job_path += [p for p in files["GITHUB_PATH"].read_text().splitlines() if p]
+        summary.append(files["GITHUB_STEP_SUMMARY"].read_text())
+        if "id" in step:
+            contexts["steps"][step["id"]] = {"outputs": outputs,
+                                             "outcome": "success" if proc.returncode == 0 else "failure"}
+        record.append((name, "ran", proc.returncode))
+        if proc.returncode != 0 and not failed:
+            failed, exit_code = True, proc.returncode
+    outputs = {k: render(spec["value"], contexts) for k, spec in ACTION["outputs"].items()}
+    return ActionRun(exit_code, outputs, "".join(summary), record, "\n".join(log))
+
+
+# --- the action, executed -----------------------------------------------------------------------------------------------
+def _no_mupbench(path: str) -> str:
+    """PATH without directories that hold a `mupbench` command, so only the action's own install can provide it."""
+    return os.pathsep.join(d for d in path.split(os.pathsep) if d and not (Path(d) / "mupbench").exists())
+
+
+@pytest.fixture(scope="module")
+def user_repo(tmp_path_factory):
+    """A training repository holding only its model, an action checkout, a runner temp dir and a torch-ready python3."""
+    import setuptools
+
+    if tuple(int(x) for x in re.findall(r"\d+", setuptools.__version__)[:2]) < (70, 1):  # bdist_wheel built in
+        pytest.skip(f"building mupbench with no download needs setuptools >= 70.1 here, not {setuptools.__version__}")
+    base = tmp_path_factory.mktemp("action")
+    workspace = base / "workspace"
+    workspace.mkdir()
+    shutil.copy(ROOT / "examples" / "my_model.py", workspace / "my_model.py")
+    action_path = base / "actions" / "mupbench"  # where the runner checks out `uses: owner/mupbench@ref`
+    shutil.copytree(ROOT, action_path, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".benchmarks", "runs", "sweeps", "build"))
+    temp = base / "runner-temp"
+    temp.mkdir()
+    bin_dir = base / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
+    env = {"PATH": os.pathsep.join([str(bin_dir), _no_mupbench(os.environ.get("PATH", "/usr/bin:/bin"))]),
+           "HOME": os.environ.get("HOME", str(base)), "LANG": "C.UTF-8",
+           # No downloads: pip may use only what the python3 above already has (torch, setuptools, …).
+           "PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    return workspace, action_path, temp, env
+
+
+INPUTS = {"model": "my_model.py:build", "preset": "cpu-micro", "python-version": "", "torch": "keep",
+          # 3 x 2 widths x μP/SP = 12 runs of 30 steps; a fixed grid has no edge extension, so the sweep stays short
+          "extra-args": "--lrs 2^-7,2^-6,2^-5", "coord-check-args": "--widths 32,64,128"}
+BASELINE = ".github/mupbench/baseline-smoke-cpu-micro.json"
+
+
+@pytest.fixture(scope="module")
+def first_run(user_repo):
+    workspace, action_path, temp, env = user_repo
+    return run_action(INPUTS, workspace, action_path, temp, env)
+
+
+def test_action_installs_mupbench_gates_and_writes_the_baseline(first_run, user_repo):
+    workspace, action_path, temp, _ = user_repo
+    run = first_run
+    assert run.exit_code == 0, run.log
+    assert run.step("Set up Python")[1] == "skipped"  # python-version "" keeps the runner's python3
+    assert run.step("Install your package")[1] == "skipped"
+    assert run.step("Exit with")[1:] == ("ran", 0)
+    assert run.outputs["result"] == "pass" and run.outputs["exit-code"] == "0"
+    assert run.outputs["baseline-created"] == "true"
+    # mupbench was installed from the action path into the action's environment, not imported from this checkout
+    venv = temp / "mupbench-venv"
+    installed = list(venv.glob("lib/python*/site-packages/harness/gate.py"))
+    assert installed and (venv / "bin" / "mupbench").exists(), run.log
+    assert not (workspace / "harness").exists()
+
+    out = workspace / "mupbench-out"
+    report = Path(run.outputs["report"])
+    assert report == out / "report" and (report / "report.html").stat().st_size > 1000
+    results = json.loads((report / "results.json").read_text())
+    assert {(v["ablation"], v["parameterization"]) for v in results["verdicts"]} == {("baseline", "mup"),
+                                                                                    ("baseline", "sp")}
+    assert json.loads((out / "coord_check.json").read_text())["checks"], "the coordinate check ran into the sweep"
+    # the gate judged the coordinate check too, and its summary is the job summary
+    assert Path(run.outputs["summary"]).read_text() in run.summary
+    assert "coord-check[mup]" in run.summary and "baseline[mup]" in run.summary
+    assert "did not exist: this run wrote it" in run.summary
+    assert json.loads((workspace / BASELINE).read_text())["schema"] == "mupbench.results/1"
+
+    upload = run.step("Upload")
+    assert upload[1] == "uses" and upload[2]["name"] == "mupbench-smoke-cpu-micro"
+    uploaded = Path(upload[2]["path"])
+    for name in ("report/report.html", "report/results.json", "junit.xml", "summary.md", "coord_check.json",
+                 "mupbench.log", "baseline-smoke-cpu-micro.json"):
+        assert (uploaded / name).is_file(), name
+
+
+def test_action_fails_with_the_gate_and_still_uploads(first_run, user_repo):
+    """A baseline whose μP optimum lies far from this sweep's: a regression, exit 1, report and summary written."""
+    workspace, action_path, temp, env = user_repo
+    baseline = workspace / BASELINE
+    doc = json.loads(baseline.read_text())
+    for v in doc["verdicts"]:
+        if v["parameterization"] == "mup":
+            v["optimal_log2_lr"] = {w: -12.0 for w in v["optimal_log2_lr"]}
+    baseline.write_text(json.dumps(doc))
+
+    run = run_action(INPUTS, workspace, action_path, temp, env)
+    assert run.exit_code == 1, run.log
+    assert run.step("Exit with")[1:] == ("ran", 1)
+    assert run.outputs["result"] == "fail" and run.outputs["exit-code"] == "1"
+    assert run.outputs["baseline-created"] == "false"
+    assert "gate: FAIL" in run.summary and "optimum moved more than 1 log2 LR" in run.summary
+    upload = run.step("Upload")
+    assert upload[1] == "uses", "the report is uploaded when the gate fails"
+    uploaded = Path(upload[2]["path"])
+    assert (uploaded / "report" / "report.html").is_file() and (uploaded / "junit.xml").is_file()
+    assert 'failures="1"' in (uploaded / "junit.xml").read_text() or "<failure" in (uploaded / "junit.xml").read_text()
+    assert json.loads((uploaded / "baseline-smoke-cpu-micro.json").read_text())["verdicts"] == doc["verdicts"]
+
+
+def test_action_reports_a_malformed_baseline_with_exit_2(first_run, user_repo):
+    """Also: `install` runs the user's command inside the action's environment; `skip` leaves the coord check out."""
+    workspace, action_path, temp, env = user_repo
+    broken = workspace / ".github" / "mupbench" / "broken.json"
+    broken.write_text('{"schema": "something else"}')
+    package = workspace / "team"
+    package.mkdir()
+    (package / "pyproject.toml").write_text('[project]\nname = "team-models"\nversion = "0"\n'
+                                            '[tool.setuptools]\npy-modules = ["team_models"]\n')
+    (package / "team_models.py").write_text("")
+
+    run = run_action({**INPUTS, "baseline": ".github/mupbench/broken.json", "coord-check-args": "skip",
+                      "install": "pip install --no-deps ./team"}, workspace, action_path, temp, env)
+    assert run.step("Install your package")[1:] == ("ran", 0), run.log
+    assert list((temp / "mupbench-venv").glob("lib/python*/site-packages/team_models.py")), run.log
+    assert run.exit_code == 2, run.log
+    assert run.outputs["result"] == "error" and run.outputs["report"] == "" and run.outputs["summary"] == ""
+    assert "mupbench gate: error (exit 2)" in run.summary
+    assert "is not a mupbench.results/1 document" in run.summary  # the gate's one-line reason, in the job summary
+    upload = run.step("Upload")
+    assert upload[1] == "uses"
+    uploaded = Path(upload[2]["path"])
+    assert (uploaded / "mupbench.log").is_file() and (uploaded / "broken.json").is_file()
+    assert not (uploaded / "report").exists() and not (uploaded / "coord_check.json").exists()
