@@ -51,12 +51,13 @@ def _check_reachable(address: str) -> None:
                         f"`ray start --head` on that machine, or fix --ray-address") from None
 
 
-def _code_packages() -> list[str]:
-    """mupbench's packages a task imports (the training stack), shipped to every node with the job."""
+def runtime_env() -> dict:
+    """The job's runtime environment: mupbench's packages a task imports (the training stack), shipped to every node,
+    so the nodes run the driver's code."""
     import harness
     import kernels
 
-    return [str(Path(m.__file__).parent) for m in (harness, kernels)]
+    return {"py_modules": [str(Path(m.__file__).parent) for m in (harness, kernels)]}
 
 
 def _train_task(spec_json: dict, tokens, device: str, threads: int) -> dict:
@@ -102,7 +103,7 @@ class RayExecutor:
         import logging
 
         kwargs = dict(include_dashboard=False, logging_level=logging.WARNING,
-                      runtime_env={"py_modules": _code_packages()})
+                      runtime_env=runtime_env())
         if address is None:
             from harness.sweep import cpu_cores
 
