@@ -17,6 +17,7 @@ retries it.
 """
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -73,15 +74,19 @@ def _train_task(spec_json: dict, tokens, device: str, threads: int) -> dict:
 class RayExecutor:
     """Connects to Ray (`address`: a running cluster, "auto", or None for a local instance started here) and trains a
     sweep's runs as tasks. `device`: auto (GPUs when the cluster has any), cpu or cuda. `workers` caps the tasks in
-    flight (default: as many as the cluster's GPUs, or CPU cores, can run at once)."""
+    flight; by default every run is submitted at once and Ray queues what the cluster cannot hold yet (an autoscaler
+    sees the demand)."""
 
     def __init__(self, address: str | None = None, device: str = "auto", workers: int | None = None):
         if workers is not None and workers < 1:
             raise UserError(f"--workers must be at least 1, got {workers}")
         if device not in ("auto", "cpu", "cuda"):
             raise UserError(f"--device {device} with --executor ray: use auto, cpu or cuda (Ray assigns the GPUs)")
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address not in (None, "auto"):
+            _check_reachable(address)
         ray = import_ray()
-        self.owns_ray = not ray.is_initialized()
+        self.owns_ray = not ray.is_initialized()  # else: this process's Ray connection (an embedding program's)
         if self.owns_ray:
             self._connect(ray, address)
         resources = ray.cluster_resources()
@@ -90,8 +95,8 @@ class RayExecutor:
             self.close()
             raise UserError("--device cuda asked for, but the Ray cluster has no GPU: use --device cpu or add GPU nodes")
         self.device = "cuda" if device == "cuda" or (device == "auto" and gpus) else "cpu"
-        self.slots = max(1, gpus if self.device == "cuda" else cpus)
-        self.workers = min(workers, self.slots) if workers else self.slots
+        self.slots = max(1, gpus if self.device == "cuda" else cpus)  # runs the cluster holds at once, now
+        self.workers = workers
         self.nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
         self.address = address
         self._corpus: dict[str, object] = {}  # corpus digest → object ref: put once per sweep, not per run
@@ -108,8 +113,6 @@ class RayExecutor:
             from harness.sweep import cpu_cores
 
             kwargs["num_cpus"] = cpu_cores()  # a local instance: this machine's cores, never more
-        elif address != "auto":
-            _check_reachable(address)
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
@@ -121,8 +124,8 @@ class RayExecutor:
     def describe(self) -> str:
         unit = "GPU" if self.device == "cuda" else "CPU core"
         where = self.address or "a local Ray instance"
-        return (f"Ray ({where}: {self.nodes} node(s), {self.slots} {unit}(s)), "
-                f"{self.workers} task(s) at a time, one {unit} each")
+        cap = f", at most {self.workers} at a time" if self.workers else ""
+        return f"Ray ({where}: {self.nodes} node(s), {self.slots} {unit}(s)), a task per run on one {unit}{cap}"
 
     def close(self) -> None:
         """Shut Ray down if this executor started the connection."""
@@ -146,13 +149,14 @@ class RayExecutor:
         ray = import_ray()
         env = environment()
         costs = {s.run_hash: run_cost(s) for s in specs}
-        bar = Progress(len(specs), sum(costs.values()), self.workers, enabled=progress)
+        bar = Progress(len(specs), sum(costs.values()), min(self.workers or self.slots, self.slots), enabled=progress)
         threads = 1  # one core per task (torch's default would use every core of the node)
         waiting = list(reversed(specs))  # pop() takes the longest first
         running: dict = {}
+        cap = self.workers or len(specs)
         try:
             while waiting or running:
-                while waiting and len(running) < self.workers:
+                while waiting and len(running) < cap:
                     spec = waiting.pop()
                     tokens = self._corpus_ref(store, spec.data.sha256)
                     running[self._remote.remote(spec.to_json(), tokens, self.device, threads)] = spec
