@@ -1,4 +1,5 @@
-"""Running a sweep: plan into the store, skip what is finished, train the rest on local worker processes.
+"""Running a sweep: plan into the store, skip what is finished, train the rest on local worker processes (or hand them
+to another executor: harness/ray_executor.py).
 
 Each worker owns one device (a GPU, or a share of the CPU cores), trains one run at a time and writes its result to the
 store itself, so a killed parent loses only the runs in flight. Workers die with their parent (PR_SET_PDEATHSIG on
@@ -117,32 +118,43 @@ def _die_with_parent() -> None:
 def _worker_init(device_queue, threads: int, sweep_dir: str, env: dict) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and shuts the pool down
-    import torch
-
     from harness.data import open_tokens
 
-    torch.set_num_threads(threads)
     device = device_queue.get()
-    if device.startswith("cuda"):
-        torch.cuda.set_device(device)
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"cpu ({threads} thread{'s' if threads > 1 else ''})"
+    name = use_device(device, threads)
     _WORKER.update(device=device, store=Store(sweep_dir), tokens=open_tokens(Path(sweep_dir)),
                    env={**env, "device": name})
 
 
-def _worker_run(spec_json: dict) -> tuple[str, str, float, float]:
+def use_device(device: str, threads: int) -> str:
+    """Set this process's torch threads and CUDA device; returns the device's name as the store records it."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({threads} thread{'s' if threads > 1 else ''})"
+
+
+def train_spec(spec: RunSpec, tokens, device: str) -> dict:
+    """Train one run and return its result record, writing nothing: the executor stores it (Store.record).
+    A crash in the run (a bug, out of memory) is a result too, `failed` with its traceback."""
     from harness.train import train
 
-    spec = RunSpec.from_json(spec_json)
     start = time.perf_counter()
     try:
-        result = train(spec, _WORKER["tokens"], _WORKER["device"])
-    except Exception as e:  # a crash in one run (a bug, out of memory) is stored as failed; the sweep goes on
+        result = train(spec, tokens, device)
+    except Exception as e:  # a crash in one run is stored as failed; the sweep goes on
         result = {"status": "failed", "final_val_loss": None, "error": f"{type(e).__name__}: {e}",
                   "traceback": traceback.format_exc()}
     result["wall_s"] = time.perf_counter() - start
+    return result
+
+
+def _worker_run(spec_json: dict) -> tuple[str, str, float, float]:
+    spec = RunSpec.from_json(spec_json)
+    result = train_spec(spec, _WORKER["tokens"], _WORKER["device"])
     _WORKER["store"].record(spec, result, _WORKER["env"])
     return spec.run_hash, result["status"], result["wall_s"], result.get("final_val_loss") or float("nan")
 
@@ -198,16 +210,24 @@ class Progress:
         self.stream.flush()
 
 
+def stopped_message(stored: int) -> str:
+    return f"\nmupbench: interrupted; {stored} run(s) stored, run the same command again to resume\n"
+
+
 def run_sweep(
     sweep_dir: str | Path,
     specs: list[RunSpec],
     device: str = "auto",
     workers: int | None = None,
     progress: bool = True,
+    executor=None,
 ) -> dict:
-    """Plan `specs` into the store, train every unfinished one, and return counts. Resumable at any point."""
+    """Plan `specs` into the store, train every unfinished one, and return counts. Resumable at any point.
+
+    `executor` (e.g. harness.ray_executor.RayExecutor) trains the runs instead of local worker processes: it has
+    `describe()` and `train(store, specs, progress)`, which stores each result with `store.record` as it arrives."""
     sweep_dir = Path(sweep_dir)
-    plan = plan_workers(device, workers)
+    plan = executor or plan_workers(device, workers)
     store = Store(sweep_dir, create=True)
     model = byo.model_entry(specs)  # `mupbench run --model`: the specs carry the user's model
     if model is not None:
@@ -224,6 +244,12 @@ def run_sweep(
     if not todo:
         store.close()
         return {"planned": len(unique), "skipped": skipped, "trained": 0, **store_counts(sweep_dir)}
+    if executor is not None:
+        try:
+            executor.train(store, todo, progress)
+        finally:
+            store.close()
+        return {"planned": len(unique), "skipped": skipped, "trained": len(todo), **store_counts(sweep_dir)}
 
     n_workers = min(len(plan.devices), len(todo))
     ctx = mp.get_context("spawn")
@@ -245,7 +271,7 @@ def run_sweep(
     except KeyboardInterrupt:
         for proc in list((getattr(pool, "_processes", None) or {}).values()):
             proc.kill()
-        out.write(f"\nmupbench: interrupted; {int(bar.done)} run(s) stored, run the same command again to resume\n")
+        out.write(stopped_message(int(bar.done)))
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -362,10 +388,10 @@ def record_sweep(out: Path, tokens, data_spec, preset: str, suite: str, ablation
 
 
 def run_with_extensions(out: Path, specs: list[RunSpec], extend: int, device: str = "auto", workers: int | None = None,
-                        progress: bool = True, on_extend=None) -> list[RunSpec]:
+                        progress: bool = True, on_extend=None, executor=None) -> list[RunSpec]:
     """Train `specs`, then chase edge optima up to `extend` grid points per side (`on_extend(new_specs)` is told of
     each round). Returns every spec of the sweep, extensions included."""
-    run_sweep(out, specs, device=device, workers=workers, progress=progress)
+    run_sweep(out, specs, device=device, workers=workers, progress=progress, executor=executor)
     for _ in range(extend):  # an optimum on the grid's edge is no optimum yet: chase it a step at a time
         store = Store(out)
         runs = store.runs()
@@ -376,5 +402,5 @@ def run_with_extensions(out: Path, specs: list[RunSpec], extend: int, device: st
         if on_extend is not None:
             on_extend(more)
         specs = specs + more
-        run_sweep(out, specs, device=device, workers=workers, progress=progress)
+        run_sweep(out, specs, device=device, workers=workers, progress=progress, executor=executor)
     return specs

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install mupbench into it. On a machine without torch, the CPU build of torch 2.13.0 is
 # installed first so pip never pulls a multi-GB CUDA wheel; set MUPBENCH_TORCH to pin another (e.g. a CUDA build).
+# MUPBENCH_EXTRAS names the optional extras (default dev; scripts/test.sh adds ray so the Ray executor's tests run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -8,4 +9,4 @@ PYTHON=${PYTHON:-python3}
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q "${MUPBENCH_TORCH:-torch==2.13.0}"
 fi
-.venv/bin/pip install -q -e ".[dev]"
+.venv/bin/pip install -q -e ".[${MUPBENCH_EXTRAS:-dev}]"

@@ -75,6 +75,8 @@ def add_parser(sub) -> None:
     run.add_argument("--ablations", action="append", default=[], metavar="PATH_OR_MODULE")
     run.add_argument("--device", default=None)
     run.add_argument("--workers", default=None)
+    run.add_argument("--executor", default=None, help="local | ray (see `mupbench run --help`)")
+    run.add_argument("--ray-address", default=None, metavar="ADDR")
     run.add_argument("--seeds", default=None)
     run.add_argument("--widths", default=None)
     run.add_argument("--lrs", default=None)
@@ -87,10 +89,11 @@ def add_parser(sub) -> None:
 def _run_first(args, out: Path) -> int:
     """`mupbench run` with the gate's run options, parsed by run's own parser so both accept the same values."""
     argv = ["run", "--suite", args.suite, "--out", str(out)]
-    for option in ("preset", "ablation", "device", "workers", "seeds", "widths", "lrs", "data", "model", "tolerance"):
+    for option in ("preset", "ablation", "device", "workers", "executor", "ray_address", "seeds", "widths", "lrs",
+                   "data", "model", "tolerance"):
         value = getattr(args, option)
         if value is not None:
-            argv += [f"--{option}", str(value)]
+            argv += [f"--{option.replace('_', '-')}", str(value)]
     for target in args.ablations:
         argv += ["--ablations", target]
     argv += ["--reinit"] if args.reinit else []
@@ -108,11 +111,13 @@ def cmd_gate(args) -> int:
     if target is None:
         raise UserError("which sweep? give a sweep directory, or --suite S --out DIR to run one first")
     sweep_dir = Path(target)
-    run_only = ("ablation", "preset", "model", "device", "workers", "seeds", "widths", "lrs", "data")
+    run_only = ("ablation", "preset", "model", "device", "workers", "executor", "ray_address", "seeds", "widths", "lrs",
+                "data")
     if args.suite is None:
         given = [o for o in run_only if getattr(args, o) is not None] + (["ablations"] if args.ablations else [])
         if given or args.reinit:
-            raise UserError(f"--{(given or ['reinit'])[0]} applies only with --suite (running a sweep first)")
+            option = (given or ["reinit"])[0].replace("_", "-")
+            raise UserError(f"--{option} applies only with --suite (running a sweep first)")
         if not (sweep_dir / "mupbench.sqlite").exists():
             raise UserError(f"{sweep_dir} is not a mupbench sweep directory: run `mupbench run --out {sweep_dir}` "
                             "first, or give --suite to run one")

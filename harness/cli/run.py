@@ -23,7 +23,13 @@ def add_parser(sub) -> None:
                    help="a Python file or module registering more ablations with @ablation (repeatable)")
     p.add_argument("--out", default=None, help="sweep directory (default runs/<suite>-<preset>)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per GPU, or per CPU core)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: one per GPU, or per CPU core); with Ray, tasks in flight")
+    p.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="local worker processes, or Ray tasks on a cluster (default local)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --executor ray: the cluster's head (host:port, or auto); default $RAY_ADDRESS, or a "
+                        "Ray instance started on this machine")
     p.add_argument("--seeds", type=int, default=1, help="initialisation seeds per point (default 1)")
     p.add_argument("--widths", default=None, help="comma-separated widths, replacing the preset's (e.g. 32,64,128)")
     p.add_argument("--lrs", default=None,
@@ -56,8 +62,11 @@ def cmd_run(args) -> int:
     extend = args.extend_grid if args.extend_grid is not None else (0 if args.lrs else DEFAULT_GRID_EXTENSION)
     if extend < 0:
         raise UserError(f"--extend-grid must be 0 or more, got {extend}")
+    if args.ray_address is not None and args.executor != "ray":
+        raise UserError("--ray-address applies only with --executor ray")
     suite, preset, entries = select_entries(args)
-    sweep.plan_workers(args.device, args.workers)  # validates the device before anything is written
+    if args.executor == "local":
+        sweep.plan_workers(args.device, args.workers)  # validates the device before anything is written
     out = Path(args.out or f"runs/{suite.name}-{preset.name}")
     model = byo.resolve(args.model).to_json(args.reinit) if args.model else None
     sweep.check_directory(out, preset.name, model)
@@ -69,17 +78,30 @@ def cmd_run(args) -> int:
                            labels={"suite": suite.name, "preset": preset.name})
     if model is not None:
         specs = byo.with_model(specs, model)
+    executor = _executor(args)  # connects to Ray (or says why it cannot) before anything is written
     # everything above validated the input; from here on we write
     sweep.record_sweep(out, tokens, data_spec, preset.name, suite.name, ablation_info(a for a, _ in entries))
     try:
         sweep.run_with_extensions(out, specs, extend, device=args.device, workers=args.workers,
-                                  progress=not args.quiet, on_extend=_print_extensions)
+                                  progress=not args.quiet, on_extend=_print_extensions, executor=executor)
     except KeyboardInterrupt:
         return 130
+    finally:
+        if executor is not None:
+            executor.close()
     print(f"sweep directory: {out}")
     status = print_verdicts(out, args.tolerance)
     print_paths(write_report(out, None, args.tolerance))
     return status
+
+
+def _executor(args):
+    """None for local worker processes; a connected RayExecutor for `--executor ray`."""
+    if args.executor != "ray":
+        return None
+    from harness.ray_executor import RayExecutor
+
+    return RayExecutor(args.ray_address, args.device, args.workers)
 
 
 def _entries_for_model(entries, preset):
