@@ -191,7 +191,12 @@ def test_cli_writes_coord_check_json_and_exit_codes(tmp_path, capsys):
     assert (mup["parameterization"], mup["passed"], sp["passed"]) == ("mup", True, False)
     assert mup["widths"] == [32, 64, 128, 256] and mup["steps"] == [0, 1, 2] and mup["threshold"] == THRESHOLD
     assert set(mup["records"][0]) >= {"width", "step", "module", "mean_abs", "mean_abs_delta"}
-    assert set(mup["slopes"][0]) >= {"module", "step", "quantity", "slope", "passed"}
+    assert set(mup["slopes"][0]) >= {"module", "step", "quantity", "slope", "passed", "bound", "stderr", "seeds"}
+    from reports.plots import coord_check_figure
+    from reports.sweep import read_coord_check
+
+    shown, problem = read_coord_check(tmp_path)  # the report's coord-check panel reads and plots it
+    assert problem is None and coord_check_figure(shown["checks"][0])[:4] == b"\x89PNG"
     bad = planted(tmp_path, "hidden_lr_not_scaled")
     assert main(["coord-check", "--model", bad.file + ":build", "--widths", "32,64,128,256", "--steps", "2"]) == 1
     assert "mean|Δx| grows" in capsys.readouterr().out

@@ -130,7 +130,7 @@ def run_check(parameterization: str = "mup", widths=DEFAULT_WIDTHS, steps: int =
                 batch = fixed_batch(vocab, batch_size, seq_len, seed=seed)
             decay[width] = {name: g["lr"] * g["weight_decay"] for g in groups if g.get("weight_decay")
                             for name in g.get("names", [])}
-            rows, scales[width], _ = measure(model, groups, batch, steps, lr, label)
+            rows, scales[width] = measure(model, groups, batch, steps, lr, label)
             for step, module, size, mean_abs, delta, update in rows:
                 check.records.append(Record(width, step, module, mean_abs, delta, update, seed, size))
     check.seconds = time.perf_counter() - start

@@ -55,7 +55,6 @@ class Recorder:
         self.updates: dict[str, torch.Tensor] = {}
         self.sizes: dict[str, int] = {}
         self.scales: dict[str, tuple[int, float]] = {}
-        self.frozen: set[str] = set()  # weight layers whose weight has requires_grad=False
         self._pointers: dict[str, tuple[int, tuple]] = {}
         self._stack: list[str] = []
         self._busy = 0  # > 0 while a layer's own update is computed: its hooks and attention calls are not recorded
@@ -66,8 +65,6 @@ class Recorder:
             weight = _own_weight(module)
             if weight is not None:
                 self._initial[id(module)] = weight.detach().clone()
-                if not weight.requires_grad:
-                    self.frozen.add(label)
             self._handles.append(module.register_forward_pre_hook(self._enter(label)))
             self._handles.append(module.register_forward_hook(self._leave(label), with_kwargs=True))
 
@@ -202,7 +199,7 @@ def fixed_batch(vocab_size: int, batch_size: int = BATCH_SIZE, seq_len: int = SE
 
 def measure(model: nn.Module, groups: list[dict], batch: torch.Tensor, steps: int, lr: float, label: str = "model"):
     """Rows (step, module, size, mean|x|, mean|x − x_0|, mean|ΔW·x| or None) for steps 0..steps — forward on `batch`,
-    record, then an AdamW step — the attention scales seen ({module: (head dim, scale)}) and the frozen weight layers."""
+    record, then an AdamW step — and the attention scales seen ({module: (head dim, scale)})."""
     from harness.optim import build_optimizer
 
     opt = build_optimizer(model, lr, "adamw", groups=groups)
@@ -233,4 +230,4 @@ def measure(model: nn.Module, groups: list[dict], batch: torch.Tensor, steps: in
             opt.step()
     finally:
         recorder.close()
-    return rows, dict(recorder.scales), sorted(recorder.frozen)
+    return rows, dict(recorder.scales)

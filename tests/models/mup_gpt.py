@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mup import MuAdamW, MuReadout, set_base_shapes
+from mup.init import normal_ as mup_normal_
 
 VOCAB, DEPTH, HEADS, BASE_WIDTH = 256, 2, 4, 64
 
@@ -56,10 +57,8 @@ def _shaped(width: int, base) -> GPT:
     else:
         set_base_shapes(model, GPT(base).to("meta"), delta=GPT(2 * base).to("meta"))
     for name, p in model.named_parameters():  # mup's recommended re-initialisation of the hidden matrices
-        if p.ndim == 2 and "wte" not in name and "wpe" not in name and "lm_head" not in name:
-            import mup
-
-            mup.init.normal_(p, std=BASE_WIDTH**-0.5)
+        if p.ndim == 2 and not name.startswith(("wte", "wpe", "lm_head")):
+            mup_normal_(p, std=BASE_WIDTH**-0.5)
     return model
 
 
