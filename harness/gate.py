@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.coord_check import SCHEMA as COORD_CHECK_SCHEMA
 from harness.coord_check import Slope, describe_failure, worst_failures
 from harness.errors import UserError
 from harness.expectations import expectation
@@ -170,7 +171,8 @@ def judge_coord_check(check: dict) -> Case:
     expected = check.get("expected") or ("fail" if param == "sp" else "pass")
     passed = bool(check.get("passed"))
     case = Case(f"coord-check[{param}]", "coord-check", expected=expected, observed="pass" if passed else "fail")
-    failing = [Slope(s.get("module", "?"), s.get("step", 0), s.get("quantity", ""), s.get("slope"), False)
+    failing = [Slope(s.get("module", "?"), s.get("step", 0), s.get("quantity", ""), s.get("slope"), False,
+                     s.get("bound", "both"), s.get("stderr"), s.get("seeds") or [])
                for s in check.get("slopes", []) if isinstance(s, dict) and not s.get("passed", True)]
     described = [describe_failure(s) for s in worst_failures(failing, per="module")]
     threshold = check.get("threshold")
@@ -219,6 +221,10 @@ def evaluate(sweep, baseline: dict | None, strict: bool = False,
     cases = []
     if sweep.coord_check_error:
         raise UserError(f"{sweep.coord_check_error}: re-run `mupbench coord-check --out {sweep.dir}` or remove it")
+    if sweep.coord_check and sweep.coord_check.get("schema") != COORD_CHECK_SCHEMA:
+        raise UserError(f"{sweep.dir}/coord_check.json comes from an older coordinate check "
+                        f"({sweep.coord_check.get('schema')}, one seed, growth-only update bounds): re-run "
+                        f"`mupbench coord-check --out {sweep.dir}`")
     for check in (sweep.coord_check or {}).get("checks", []):
         cases.append(judge_coord_check(check))
     seen = set()

@@ -272,7 +272,7 @@ def coord_check_figure(check: dict) -> bytes:
                 if data.empty:
                     ax.text(0.5, 0.5, "nothing to plot", ha="center", va="center", transform=ax.transAxes, color="grey")
                 for module, g in data.groupby("module", sort=False):
-                    g = g.sort_values("width")
+                    g = g.groupby("width", as_index=False)[q].mean()  # several seeds: their mean per width
                     bad = (module, step, q) in failed
                     ax.plot(g["width"], g[q], marker="o", markersize=3, color=colors[module], lw=2.0 if bad else 1.1,
                             ls="--" if bad else "-")

@@ -19,7 +19,8 @@ from harness.store import Store
 from harness.transfer import Verdict, analyze
 
 COORD_CHECK_FILE = "coord_check.json"
-COORD_CHECK_SCHEMA = "mupbench.coord_check/1"
+COORD_CHECK_SCHEMA = "mupbench.coord_check/2"
+COORD_CHECK_SCHEMAS = ("mupbench.coord_check/1", COORD_CHECK_SCHEMA)  # /2 adds seeds, init slopes and read exponents
 PARAMETERIZATION_ORDER = ("mup", "sp")
 
 
@@ -146,7 +147,7 @@ def read_coord_check(sweep_dir: Path) -> tuple[dict | None, str | None]:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         return None, f"{path} is not readable JSON ({e})"
-    if not isinstance(doc, dict) or doc.get("schema") != COORD_CHECK_SCHEMA or not isinstance(doc.get("checks"), list):
+    if not isinstance(doc, dict) or doc.get("schema") not in COORD_CHECK_SCHEMAS or not isinstance(doc.get("checks"), list):
         return None, f"{path} is not a {COORD_CHECK_SCHEMA} document"
     for check in doc["checks"]:
         if not isinstance(check, dict) or not isinstance(check.get("records"), list):

@@ -9,4 +9,10 @@ PYTHON=${PYTHON:-python3}
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q "${MUPBENCH_TORCH:-torch==2.13.0}"
 fi
-.venv/bin/pip install -q -e ".[${MUPBENCH_EXTRAS:-dev}]"
+EXTRAS=${MUPBENCH_EXTRAS:-dev}
+.venv/bin/pip install -q -e ".[$EXTRAS]"
+case ",$EXTRAS," in
+  *,dev,*)  # microsoft/mup for the coordinate check's tests on third-party μP code; --no-deps: its torchvision
+            # requirement would replace torch (mup itself needs only numpy, pandas, torch and PyYAML, all installed)
+    .venv/bin/pip install -q --no-deps "mup==1.0.0" ;;
+esac

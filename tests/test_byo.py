@@ -11,7 +11,7 @@ from harness import byo
 from harness.cli import main
 from harness.config import DataSpec, ModelConfig, RunSpec, TrainConfig
 from harness.errors import UserError
-from harness.optim import parameter_groups
+from harness.optim import build_optimizer, parameter_groups
 
 EXAMPLE = ROOT / "examples" / "my_model.py"
 SPEC = f"{EXAMPLE}:build"
@@ -191,3 +191,58 @@ def test_grid_extension_follows_the_users_model(tmp_path, corpus_file):
     con.close()
     assert len(rows) == 12  # (mup, sp) × 2 widths × (2 + 1) LRs, every one a run of the user's model
     assert all("byo_model" in json.loads(spec)["extra"] for (spec,) in rows)
+
+
+class Hooked(nn.Module):
+    """A model whose mup_parameter_groups returns whatever a test puts in `extra` (on every group)."""
+
+    def __init__(self, width: int, extra: dict):
+        super().__init__()
+        self.emb, self.hidden = nn.Embedding(16, width), nn.Linear(width, width, bias=False)
+        self.extra = extra
+
+    def forward(self, tokens):
+        return self.hidden(self.emb(tokens))
+
+    def mup_parameter_groups(self, lr):
+        return [{"params": [self.emb.weight], "lr": lr, **self.extra},
+                {"params": [self.hidden.weight], "lr": lr / 2, **self.extra}]
+
+
+def _hook_groups(extra: dict, weight_decay: float = 0.0):
+    prepared = byo.prepare(lambda w: Hooked(w, extra), 64, 32, "mup", False, "hooked.py:build")
+    return prepared.groups(0.01, weight_decay)
+
+
+def test_hook_group_betas_and_eps_are_honoured():
+    groups = _hook_groups({"betas": [0.9, 0.99], "eps": 1e-9})
+    assert [(g["betas"], g["eps"]) for g in groups] == [((0.9, 0.99), 1e-9)] * 2
+    opt = build_optimizer(None, 0.01, groups=groups)
+    assert opt.param_groups[0]["betas"] == (0.9, 0.99) and opt.param_groups[1]["eps"] == 1e-9
+
+
+def test_hook_groups_as_muadamw_makes_them_are_accepted():
+    torch_defaults = torch.optim.AdamW([nn.Parameter(torch.zeros(1))]).param_groups[0]
+    extra = {k: v for k, v in torch_defaults.items() if k not in ("params", "lr")}
+    groups = _hook_groups(extra)
+    assert {k for g in groups for k in g} & {"amsgrad", "fused", "decoupled_weight_decay"} == set()
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.01]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"decoupled_weight_decay": False, "weight_decay": 0.1}, "sets decoupled_weight_decay=False"),
+    ({"amsgrad": True}, "sets amsgrad=True"),
+    ({"momentum": 0.9}, "sets momentum=0.9"),
+])
+def test_hook_group_keys_mupbench_cannot_apply_are_refused(extra, message):
+    with pytest.raises(UserError, match=message) as e:
+        _hook_groups(extra)
+    assert "\n" not in str(e.value) and "may set only lr, weight_decay, betas, eps" in str(e.value)
+
+
+def test_hook_weight_decay_during_a_weight_decay_run_is_reported():
+    assert _hook_groups({"weight_decay": 0.0})[0]["weight_decay"] == 0.0
+    with pytest.raises(UserError, match=r"sets weight_decay \(0.05 in group 0\) while this run applies weight decay 0.1"):
+        _hook_groups({"weight_decay": 0.05}, weight_decay=0.1)
+    assert byo.hook_sets_weight_decay(lambda w: Hooked(w, {"weight_decay": 0.0}), 32, "hooked.py:build")
+    assert not byo.hook_sets_weight_decay(lambda w: Hooked(w, {}), 32, "hooked.py:build")

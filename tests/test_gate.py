@@ -144,11 +144,13 @@ def test_missing_directory_is_a_usage_error(tmp_path, capsys):
 def _coord_doc(mup_passed: bool, sp_passed: bool = False) -> dict:
     def check(param, passed):
         slope = {"module": "blocks.0.mlp", "step": 2, "quantity": "mean_abs_delta", "slope": 0.1 if passed else 0.93,
-                 "passed": passed}
+                 "passed": passed, "bound": "both", "stderr": 0.04, "seeds": [0.9, 0.92, 0.97]}
+        frozen = {"module": "blocks.1.mlp.up", "step": 0, "quantity": "mean_abs_update", "slope": None,
+                  "passed": passed, "bound": "frozen", "stderr": None, "seeds": []}
         return {"label": f"model · {param}", "parameterization": param, "widths": [64, 128, 256], "steps": [0, 1, 2],
-                "threshold": 0.25, "passed": passed, "records": [], "slopes": [slope]}
+                "threshold": 0.25, "passed": passed, "records": [], "slopes": [slope, frozen], "seeds": [0, 1, 2]}
 
-    return {"schema": "mupbench.coord_check/1", "checks": [check("mup", mup_passed), check("sp", sp_passed)]}
+    return {"schema": "mupbench.coord_check/2", "checks": [check("mup", mup_passed), check("sp", sp_passed)]}
 
 
 def test_failed_coordinate_check_is_a_regression(tmp_path, capsys):
@@ -160,6 +162,17 @@ def test_failed_coordinate_check_is_a_regression(tmp_path, capsys):
     assert gate(d) == 1
     out = capsys.readouterr().out
     assert "coord-check[mup]" in out and "blocks.0.mlp: mean|Δx| grows 2^+0.93 per width doubling at step 2" in out
+    assert "blocks.1.mlp.up: its weight never changes" in out
+
+
+def test_coord_check_from_the_older_check_is_refused(tmp_path, capsys):
+    """A coord_check.json of schema /1 (one seed, growth-only update bounds) is not what the gate judges any more."""
+    d = make_sweep(tmp_path / "s", {("baseline", "mup"): TRANSFERS})
+    (d / "coord_check.json").write_text(json.dumps(_coord_doc(mup_passed=True) | {"schema": "mupbench.coord_check/1"}))
+    assert gate(d) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "older coordinate check (mupbench.coord_check/1" in err
+    assert f"mupbench coord-check --out {d}" in err
 
 
 def test_malformed_coord_check_is_a_usage_error(tmp_path, capsys):

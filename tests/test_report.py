@@ -294,7 +294,7 @@ def test_coord_check_section(tmp_path):
 
 @pytest.mark.parametrize("text, problem", [
     ("{not json", "is not readable JSON"),
-    ('{"schema": "something else", "checks": []}', "is not a mupbench.coord_check/1 document"),
+    ('{"schema": "something else", "checks": []}', "is not a mupbench.coord_check/2 document"),
     ('{"schema": "mupbench.coord_check/1", "checks": [{"label": "x"}]}', "every check needs a list of records"),
 ])
 def test_unreadable_coord_check_is_reported_not_fatal(tmp_path, text, problem):

@@ -42,6 +42,7 @@ from harness.byo.groups import (
     Prepared,
     Scale,
     build_for_spec,
+    hook_sets_weight_decay,
     is_byo,
     model_entry,
     model_field_changes,
@@ -57,7 +58,7 @@ from harness.config import BYO_SPEC_KEY as SPEC_KEY
 
 __all__ = [
     "HOOK_GROUPS", "HOOK_ROLES", "KIND_TEXT", "SPEC_KEY", "STORE_META_KEY", "ModelSource", "Prepared", "Scale",
-    "TensorInfo", "build_for_spec", "call_factory", "check_forward", "describe", "infer", "is_byo", "load_factory",
-    "model_entry", "model_field_changes", "parameter_groups", "partner_width", "prepare", "reinitialise", "resolve",
-    "source_from_entry", "uses_hook", "with_model",
+    "TensorInfo", "build_for_spec", "call_factory", "check_forward", "describe", "hook_sets_weight_decay", "infer",
+    "is_byo", "load_factory", "model_entry", "model_field_changes", "parameter_groups", "partner_width", "prepare",
+    "reinitialise", "resolve", "source_from_entry", "uses_hook", "with_model",
 ]

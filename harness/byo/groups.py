@@ -59,6 +59,40 @@ def parameter_groups(model: nn.Module, infos: dict[str, TensorInfo], scale: Scal
     return table_groups(model, lr, weight_decay, weight_decay_mode, roles=roles, cfg=scale)
 
 
+# Keys of a hook's group besides params, lr and weight_decay: HONOURED ones go to AdamW as the group's own settings;
+# the rest of torch's Adam/AdamW group keys are accepted at the value AdamW uses anyway (so MuAdamW(...).param_groups
+# can be returned as is); anything else is refused, never silently passed on.
+HONOURED_KEYS = ("betas", "eps")
+NEUTRAL_KEYS = {"amsgrad": False, "maximize": False, "foreach": None, "capturable": False, "differentiable": False,
+                "fused": None, "decoupled_weight_decay": True, "initial_lr": None}
+
+
+def _optimizer_settings(group: dict, i: int, weight_decay: float, label: str) -> dict:
+    """The hook group's AdamW settings to keep (betas, eps), refusing keys that would change what AdamW does."""
+    kept = {}
+    for key, value in group.items():
+        if key in ("params", "lr", "weight_decay", "initial_lr"):
+            continue
+        if key in HONOURED_KEYS:
+            kept[key] = tuple(value) if key == "betas" else value
+        elif key == "decoupled_weight_decay" and not value and not weight_decay:
+            continue  # Adam's L2 form with no decay: nothing to change
+        elif key not in NEUTRAL_KEYS or value != NEUTRAL_KEYS[key]:
+            raise UserError(f"--model {label}: {HOOK_GROUPS} group {i} sets {key}={value!r}, which mupbench does not "
+                            f"apply (its optimizer is AdamW with decoupled decay; a group may set only lr, "
+                            f"weight_decay, {', '.join(HONOURED_KEYS)})")
+    return kept
+
+
+def hook_sets_weight_decay(factory, width: int, label: str) -> bool:
+    """Whether the model's own optimizer groups fix weight_decay (so a weight-decay ablation cannot apply)."""
+    model = call_factory(factory, width, label)
+    if not uses_hook(model, "mup"):
+        return False
+    groups = getattr(model, HOOK_GROUPS)(1e-3)
+    return any(isinstance(g, dict) and "weight_decay" in g for g in groups or [])
+
+
 def _hook_groups(model, lr, weight_decay, weight_decay_mode, label) -> list[dict]:
     try:
         groups = getattr(model, HOOK_GROUPS)(lr)
@@ -80,9 +114,13 @@ def _hook_groups(model, lr, weight_decay, weight_decay_mode, label) -> list[dict
         peak = float(group["lr"])
         if "weight_decay" in group:
             wd = float(group["weight_decay"])
+            if weight_decay:
+                raise UserError(f"--model {label}: {HOOK_GROUPS} sets weight_decay ({wd:g} in group {i}) while this "
+                                f"run applies weight decay {weight_decay:g} ({weight_decay_mode}): drop weight_decay "
+                                "from the hook's groups to run weight-decay ablations")
         else:
             wd = weight_decay if weight_decay_mode == "coupled" or not weight_decay else weight_decay / peak
-        extra = {k: v for k, v in group.items() if k not in ("params", "lr", "weight_decay")}
+        extra = _optimizer_settings(group, i, wd, label)
         out.append({**extra, "params": params, "names": [names[id(p)] for p in params], "lr": peak, "peak_lr": peak,
                     "lr_mult": peak / lr, "weight_decay": wd})
     missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]

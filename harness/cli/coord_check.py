@@ -1,8 +1,10 @@
 """`mupbench coord-check`: the coordinate check's options, its tables and its exit status (harness/coord_check measures)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -10,16 +12,18 @@ import torch
 from harness import byo
 from harness.cli.args import add_model_arguments, learning_rate, parse_list, positive_int
 from harness.coord_check import (
+    BATCH_SIZE,
     DEFAULT_LR,
+    DEFAULT_SEEDS,
     DEFAULT_STEPS,
     DEFAULT_WIDTHS,
     FILE_NAME,
+    SEQ_LEN,
     THRESHOLD,
     Check,
     Slope,
     describe_failure,
     document,
-    growth_only,
     run_check,
     worst_failures,
     write,
@@ -34,11 +38,16 @@ def add_parser(sub) -> None:
     p.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)),
                    help=f"comma-separated widths (default {','.join(map(str, DEFAULT_WIDTHS))})")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"AdamW steps on one batch, 1-10 (default {DEFAULT_STEPS})")
-    p.add_argument("--lr", default=None, help="base learning rate, e.g. 2^-5 or 0.03 (default 2^-5: deliberately large)")
+    p.add_argument("--lr", default=None, help="base learning rate, e.g. 2^-7 or 0.01 (default 2^-7)")
     p.add_argument("--threshold", type=float, default=THRESHOLD,
-                   help=f"largest allowed |slope| of log2 mean|Δx| per width doubling (default {THRESHOLD})")
+                   help=f"largest allowed |slope| (log2 magnitude per width doubling, mean over seeds; default {THRESHOLD})")
     p.add_argument("--base-width", type=int, default=None, help="width whose LR is α (default the smallest width)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    p.add_argument("--seeds", "--seed", default=",".join(map(str, DEFAULT_SEEDS)),
+                   help=f"comma-separated seeds, each a replica of init and batch (default {','.join(map(str, DEFAULT_SEEDS))})")
+    p.add_argument("--seq-len", type=int, default=SEQ_LEN,
+                   help=f"tokens per sequence of the fixed batch (default {SEQ_LEN}; at most your model's block size)")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                   help=f"sequences in the fixed batch (default {BATCH_SIZE}: few tokens keep updates coherent)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: the same numbers on every machine, no oversubscription)")
     add_model_arguments(p)
@@ -63,15 +72,19 @@ def cmd_coord_check(args) -> int:
         raise UserError("--reinit applies only with --model")
     if args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
+    seeds = list(dict.fromkeys(parse_list(args.seeds, "--seeds", _seed)))
+    for option, value in (("--seq-len", args.seq_len), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise UserError(f"{option} must be at least 1, got {value}")
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")
-    source = None
-    if args.model:
-        source = byo.resolve(args.model)
     torch.set_num_threads(args.threads)
-    checks = [run_check(p, widths, args.steps, lr, args.threshold, source, args.reinit, args.seed, args.base_width)
-              for p in params]
+    # with --json, stdout carries only the document: whatever the model's code prints goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        source = byo.resolve(args.model) if args.model else None
+        checks = [run_check(p, widths, args.steps, lr, args.threshold, source, args.reinit, seeds, args.base_width,
+                            args.batch_size, args.seq_len) for p in params]
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write(out / FILE_NAME, checks)
@@ -84,37 +97,52 @@ def cmd_coord_check(args) -> int:
     return 0 if all(c.as_expected for c in checks) else 1
 
 
+def _seed(text: str, option: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"{option}: {text!r} is not an integer seed") from None
+
+
 def _fmt_slope(s: Slope | None) -> str:
     if s is None or (s.slope is None and s.passed):
         return "–"
-    text = "nan" if s.slope is None else f"{s.slope:+.2f}"
+    text = ("frozen" if s.bound == "frozen" else "nan") if s.slope is None else f"{s.slope:+.2f}"
     return text if s.passed else text + "!"
 
 
+EXACT = ("attention_scale_exponent", "decay_exponent")
+
+
 def table(check: Check) -> str:
-    """One row per module: the slope of log2 mean|Δx| vs log2 width at each step, the worst slope of its own update
-    mean|ΔW·x| (weight layers), and whether it passed. '!' marks a slope over the threshold."""
+    """One row per module: the slope (mean over seeds) of log2 mean|x| at init and of log2 mean|Δx| at each step
+    against log2 width, the worst slope of its own update mean|ΔW·x| (weight layers), and whether it passed. '!' marks
+    a slope out of bounds."""
     steps = [s for s in check.steps if s >= 1]
+    init: dict[str, Slope] = {}
     delta: dict[str, dict[int, Slope]] = {}
     update: dict[str, list[Slope]] = {}
-    scale: dict[str, Slope] = {}
+    exact: dict[str, list[Slope]] = {}
     for s in check.slopes:
-        if s.quantity == "attention_scale_exponent":
-            scale[s.module] = s
+        if s.quantity in EXACT:
+            exact.setdefault(s.module, []).append(s)
         elif s.quantity == "mean_abs_update":
             update.setdefault(s.module, []).append(s)
+        elif s.quantity == "mean_abs":
+            init[s.module] = s
         else:
             delta.setdefault(s.module, {})[s.step] = s
     out = []
-    for module in dict.fromkeys([*delta, *update]):
-        by_step, own = delta.get(module, {}), update.get(module, [])
-        worst_own = max(own, key=lambda s: math.inf if s.slope is None else s.slope, default=None)
-        ok = all(s.passed for s in [*by_step.values(), *own]) and (module not in scale or scale[module].passed)
-        notes = (["growth only"] if growth_only(module, "mean_abs_delta") else []) + (
-            [f"scale ∝ D^{scale[module].slope:+.2f}" + ("" if scale[module].passed else "!")] if module in scale else [])
-        out.append([module + (f" ({', '.join(notes)})" if notes else ""),
+    for module in dict.fromkeys([*init, *delta, *update, *exact]):
+        by_step, own, read = delta.get(module, {}), update.get(module, []), exact.get(module, [])
+        worst_own = max(own, key=lambda s: math.inf if s.slope is None else abs(s.slope), default=None)
+        ok = all(s.passed for s in [*by_step.values(), *own, *read]) and (module not in init or init[module].passed)
+        notes = (["growth only"] if any(s.bound == "growth" for s in by_step.values()) else []) + [
+            ("scale ∝ D^" if s.quantity == "attention_scale_exponent" else "lr·λ ∝ width^") + f"{s.slope:+.2f}"
+            + ("" if s.passed else "!") for s in read]
+        out.append([module + (f" ({', '.join(notes)})" if notes else ""), _fmt_slope(init.get(module)),
                     *[_fmt_slope(by_step.get(t)) for t in steps], _fmt_slope(worst_own), "ok" if ok else "FAIL"])
-    return text_table(["module", *[f"Δx step {t}" for t in steps], "ΔW·x max", ""], out)
+    return text_table(["module", "init", *[f"Δx step {t}" for t in steps], "ΔW·x worst", ""], out)
 
 
 def report(check: Check) -> str:
@@ -125,9 +153,11 @@ def report(check: Check) -> str:
                 "  ← unexpected: SP should fail; at these widths and LR the check cannot tell μP from SP (raise --lr)")
     lines = [
         f"{check.label}: {verdict}{note}",
-        f"  widths {'/'.join(map(str, check.widths))}, {len(check.steps) - 1} AdamW steps at lr {check.lr:g} "
-        f"(LRs from {check.lr_source}); slopes are log2 magnitude per width doubling, allowed within "
-        f"±{check.threshold:g} (growth-only rows and ΔW·x: ≤ {check.threshold:g}); {check.seconds:.1f}s",
+        f"  widths {'/'.join(map(str, check.widths))}, {len(check.steps) - 1} AdamW steps at lr {check.lr:g} on "
+        f"{check.batch[0]}×{check.batch[1]} tokens, seeds {','.join(map(str, check.seeds))} (LRs from "
+        f"{check.lr_source}); slopes are log2 magnitude per width doubling (mean over seeds), allowed within "
+        f"±{check.threshold:g} (growth-only rows, outputs whose size is fixed: ≤ {check.threshold:g}); "
+        f"{check.seconds:.1f}s",
         table(check),
     ]
     problems = [describe_failure(s) for s in worst_failures(check.failures(), per="module")]

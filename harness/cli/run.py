@@ -71,7 +71,7 @@ def cmd_run(args) -> int:
     model = byo.resolve(args.model).to_json(args.reinit) if args.model else None
     sweep.check_directory(out, preset.name, model)
     if model is not None:
-        entries = _entries_for_model(entries, preset)
+        entries = _entries_for_model(entries, preset, model)
         _validate_model(model, preset, args)
     data_spec, tokens = sweep.sweep_data(out, args.data, args.vocab_size, args.data_dtype)
     specs = ablations.plan(entries, preset, data_spec, seeds=args.seeds,
@@ -104,17 +104,26 @@ def _executor(args):
     return RayExecutor(args.ray_address, args.device, args.workers)
 
 
-def _entries_for_model(entries, preset):
-    """The ablations a user's model can follow: those changing only training (and the parameterization)."""
+def _entries_for_model(entries, preset, model: dict):
+    """The ablations a user's model can follow: those changing only training (and the parameterization), and no
+    weight decay where the model's own optimizer groups fix it."""
     from harness import byo
 
     base = preset.base("mup")
     kept = []
+    fixed_decay = None
     for ablation, params in entries:
         changes = byo.model_field_changes(ablation, base)
+        decays = bool(ablation.changes(base).get("train.weight_decay"))
+        if decays and fixed_decay is None:
+            source = byo.source_from_entry(model)
+            fixed_decay = byo.hook_sets_weight_decay(byo.load_factory(source), min(preset.widths), source.label)
         if changes:
             print(f"mupbench: skipping ablation {ablation.name!r} for --model: it changes {', '.join(changes)}, "
                   "which a model factory cannot follow", file=sys.stderr)
+        elif decays and fixed_decay:
+            print(f"mupbench: skipping ablation {ablation.name!r} for --model: the model's {byo.HOOK_GROUPS} sets "
+                  "weight_decay, which would replace the ablation's", file=sys.stderr)
         else:
             kept.append((ablation, params))
     if not kept:

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import torch
 
-from harness.coord_check.fit import AttentionScale, Record, Slope, fit_attention_scales, fit_slopes
-from harness.coord_check.record import fixed_batch, measure
+from harness.coord_check.fit import AttentionScale, Record, Slope, fit_attention_scales, fit_decay, fit_slopes
+from harness.coord_check.record import BATCH_SIZE, SEQ_LEN, fixed_batch, measure
 
-SCHEMA = "mupbench.coord_check/1"
+SCHEMA = "mupbench.coord_check/2"
 FILE_NAME = "coord_check.json"
 DEFAULT_WIDTHS = (64, 128, 256, 512, 1024)
 DEFAULT_STEPS = 3
-DEFAULT_LR = 2.0**-5
-THRESHOLD = 0.5  # see the package docstring (harness/coord_check/__init__.py) for the evidence
+DEFAULT_LR = 2.0**-7
+DEFAULT_SEEDS = (0, 1, 2)
+THRESHOLD = 0.3  # see the package docstring (harness/coord_check/__init__.py) for the evidence
 # The built-in model's shape for the check: the cpu-tiny preset's (depth 2, head dim 16), base width = smallest width.
 BUILTIN_DEPTH, BUILTIN_HEAD_DIM = 2, 16
 
@@ -35,6 +36,8 @@ class Check:
     attention: list[AttentionScale] = field(default_factory=list)
     seconds: float = 0.0
     lr_source: str = ""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    batch: list[int] = field(default_factory=lambda: [BATCH_SIZE, SEQ_LEN])  # sequences × tokens of the fixed batch
 
     @property
     def passed(self) -> bool:
@@ -56,7 +59,8 @@ class Check:
         return {
             "label": self.label, "parameterization": self.parameterization, "widths": self.widths,
             "steps": self.steps, "threshold": self.threshold, "passed": self.passed, "expected": self.expected,
-            "lr": self.lr, "lr_source": self.lr_source, "seconds": round(self.seconds, 3),
+            "lr": self.lr, "lr_source": self.lr_source, "seconds": round(self.seconds, 3), "seeds": self.seeds,
+            "batch": self.batch,
             "records": [{k: _finite(v) for k, v in asdict(r).items()} for r in self.records],
             "slopes": [{k: _finite(v) for k, v in asdict(s).items()} for s in self.slopes],
             "attention": [{k: _finite(v) for k, v in asdict(a).items()} for a in self.attention],
@@ -99,34 +103,43 @@ def _byo(source, parameterization: str, base_width: int, widths: list[int], rein
 
 
 def run_check(parameterization: str = "mup", widths=DEFAULT_WIDTHS, steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR,
-              threshold: float = THRESHOLD, source=None, reinit: bool = False, seed: int = 0,
-              base_width: int | None = None) -> Check:
-    """The coordinate check of one parameterization on the built-in model, or on a user's model (`source`)."""
+              threshold: float = THRESHOLD, source=None, reinit: bool = False, seeds=DEFAULT_SEEDS,
+              base_width: int | None = None, batch_size: int = BATCH_SIZE, seq_len: int = SEQ_LEN) -> Check:
+    """The coordinate check of one parameterization on the built-in model, or on a user's model (`source`).
+
+    Each seed is a replica: the model's initialisation and the fixed batch both come from it."""
     widths = sorted(widths)
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     base_width = base_width or widths[0]
     if source is None:
         make, label, lr_source = _builtin(parameterization, base_width)
     else:
         make, label, lr_source = _byo(source, parameterization, base_width, widths, reinit)
-    check = Check(f"{label} · {parameterization}", parameterization, widths, list(range(steps + 1)), threshold, lr)
+    check = Check(f"{label} · {parameterization}", parameterization, widths, list(range(steps + 1)), threshold, lr,
+                  seeds=seeds, batch=[batch_size, seq_len])
     start = time.perf_counter()
-    batch, scales = None, {}
-    for width in widths:
-        torch.manual_seed(seed)
-        model, groups = make(width, lr)
-        if batch is None:
-            with torch.no_grad():
-                vocab = model(torch.zeros(1, 2, dtype=torch.long)).shape[-1]
-            batch = fixed_batch(vocab, seed=seed)
-        rows, scales[width] = measure(model, groups, batch, steps, lr)
-        for step, module, mean_abs, delta, update in rows:
-            check.records.append(Record(width, step, module, mean_abs, delta, update))
+    scales, decay = {}, {}
+    for seed in seeds:
+        batch = None
+        for width in widths:
+            torch.manual_seed(seed)
+            model, groups = make(width, lr)
+            if batch is None:
+                with torch.no_grad():
+                    vocab = model(torch.zeros(1, 2, dtype=torch.long)).shape[-1]
+                batch = fixed_batch(vocab, batch_size, seq_len, seed=seed)
+            decay[width] = {name: g["lr"] * g["weight_decay"] for g in groups if g.get("weight_decay")
+                            for name in g.get("names", [])}
+            rows, scales[width] = measure(model, groups, batch, steps, lr, label)
+            for step, module, size, mean_abs, delta, update in rows:
+                check.records.append(Record(width, step, module, mean_abs, delta, update, seed, size))
     check.seconds = time.perf_counter() - start
     check.lr_source = lr_source if isinstance(lr_source, str) else (lr_source[0] if lr_source else "")
     check.slopes = fit_slopes(check.records, threshold)
     check.attention = fit_attention_scales(scales)
     check.slopes += [Slope(a.module, 0, "attention_scale_exponent", a.exponent, a.passed, "exact")
                      for a in check.attention if a.exponent is not None]
+    check.slopes += fit_decay(decay)
     return check
 
 
