@@ -145,7 +145,7 @@ def attention(device: torch.device, head_dim_pad: int, dtype: torch.dtype, causa
             (fwd, bwd), source = _from_entry(entry), entry.get("source", "pinned")
         else:
             (fwd, bwd), source = default(head_dim_pad), "default"
-    if _FORCED:
+    if _FORCED and _FORCED[-1] != (None, None):
         f, b = _FORCED[-1]
         fwd, bwd, source = f or fwd, b or bwd, "forced"
     _USED[f"attention {k}"] = {"fwd": asdict(fwd), "bwd": asdict(bwd), "source": source}

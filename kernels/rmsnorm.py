@@ -225,7 +225,7 @@ def _backward(dy, dh, x, weight, rstd, dx_dtype, dr_dtype, gain_grad):
 
 def _rms_norm_fake(x, weight, eps):
     rows = x.numel() // x.shape[-1]
-    return x.new_empty(x.shape, memory_format=torch.contiguous_format), x.new_empty(rows, dtype=torch.float32)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device), x.new_empty(rows, dtype=torch.float32)
 
 
 @operator("rms_norm", _rms_norm_fake)
@@ -236,7 +236,7 @@ def _rms_norm_op(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> tu
 
 def _rms_norm_bwd_fake(dy, x, weight, rstd, gain_grad):
     dw = weight.new_empty(weight.shape) if (weight is not None and gain_grad) else rstd.new_empty(0)
-    return x.new_empty(x.shape, memory_format=torch.contiguous_format), dw
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device), dw
 
 
 @operator("rms_norm_bwd", _rms_norm_bwd_fake)
@@ -264,8 +264,8 @@ _rms_norm_op.register_autograd(_rms_norm_grad, setup_context=_rms_norm_setup)
 def _add_rms_norm_fake(x, residual, weight, eps, out_dtype):
     h_dtype = torch.promote_types(x.dtype, residual.dtype)
     rows = x.numel() // x.shape[-1]
-    return (x.new_empty(x.shape, dtype=out_dtype, memory_format=torch.contiguous_format),
-            x.new_empty(x.shape, dtype=h_dtype, memory_format=torch.contiguous_format),
+    return (torch.empty(x.shape, dtype=out_dtype, device=x.device),
+            torch.empty(x.shape, dtype=h_dtype, device=x.device),
             x.new_empty(rows, dtype=torch.float32))
 
 
@@ -277,8 +277,8 @@ def _add_rms_norm_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tens
 
 def _add_rms_norm_bwd_fake(dy, dh, h, weight, rstd, x_dtype, gain_grad):
     dw = weight.new_empty(weight.shape) if (weight is not None and gain_grad) else rstd.new_empty(0)
-    return (h.new_empty(h.shape, dtype=x_dtype, memory_format=torch.contiguous_format),
-            h.new_empty(h.shape, memory_format=torch.contiguous_format), dw)
+    return (torch.empty(h.shape, dtype=x_dtype, device=h.device),
+            torch.empty(h.shape, dtype=h.dtype, device=h.device), dw)
 
 
 @operator("add_rms_norm_bwd", _add_rms_norm_bwd_fake)
