@@ -60,23 +60,23 @@ class BwdConfig:
         return f"bwd-b{self.block}-m{self.block_m1}-n{self.block_n2}-w{self.warps}-s{self.stages}"
 
 
-# Candidates, best guesses first (for Hopper-class GPUs). max_head_dim drops configs whose fp32 accumulators would not
-# fit in registers at D = 128: dK and dV take 2·BLOCK·D fp32 values over 32·warps threads.
+# Candidates, best guesses first, for Hopper-class GPUs. max_head_dim is the largest padded head dim at which the
+# config compiled for sm_90 without spilling registers (`mupbench bench tune --compile-only`, Triton 3.9, bf16, causal;
+# registers / spill bytes at d64 and d128 in the comments; "-" not compiled). Configs at 16 warps were all capped at
+# 128 registers and spilled; every backward at 4 warps spilled.
 FWD_CANDIDATES = (
-    FwdConfig(128, 64, 8, 3),
-    FwdConfig(128, 128, 8, 3, max_head_dim=64),
-    FwdConfig(128, 64, 4, 3, max_head_dim=64),
-    FwdConfig(128, 32, 4, 4, max_head_dim=64),
-    FwdConfig(64, 64, 4, 4),
-    FwdConfig(64, 32, 4, 3),
+    FwdConfig(128, 64, 8, 3, max_head_dim=64),  # d64 237/0, d128 255/408
+    FwdConfig(64, 32, 8, 2),  # d128 254/0
+    FwdConfig(64, 32, 4, 3, max_head_dim=64),  # d64 222/0, d128 255/320
+    FwdConfig(128, 32, 8, 2, max_head_dim=64),  # d128 255/8
+    FwdConfig(64, 64, 8, 2, max_head_dim=64),  # d128 255/72
 )
 BWD_CANDIDATES = (
-    BwdConfig(128, 32, 32, 8, 2, max_head_dim=64),
-    BwdConfig(64, 32, 32, 4, 3),
-    BwdConfig(64, 16, 16, 4, 3),
-    BwdConfig(128, 64, 64, 8, 2, max_head_dim=64),
-    BwdConfig(64, 64, 64, 8, 2),
-    BwdConfig(32, 16, 16, 4, 2),
+    BwdConfig(64, 16, 16, 8, 2, max_head_dim=64),  # d64 157/0, d128 255/120
+    BwdConfig(32, 32, 16, 8, 2),  # d128 255/0
+    BwdConfig(64, 16, 16, 8, 3, max_head_dim=64),  # d64 158/0
+    BwdConfig(32, 16, 16, 8, 2, max_head_dim=64),  # d64 186/0, d128 254/48
+    BwdConfig(64, 16, 32, 8, 2, max_head_dim=64),  # d64 189/0
 )
 # Under TRITON_INTERPRET=1 (CPU, numpy): small blocks that do not line up, so tests cover partial and diagonal blocks.
 INTERPRET_FWD = FwdConfig(32, 16, 4, 1)
