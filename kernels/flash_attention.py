@@ -66,6 +66,15 @@ def _program_heads(bh, H, GROUP):
 
 
 @triton.jit
+def _score_mask(rows, cols, T, CAUSAL: tl.constexpr):
+    """Where a (query rows × key cols) score is real: the key inside the sequence and, if causal, not after the query."""
+    valid = cols[None, :] < T
+    if CAUSAL:
+        valid = valid & (cols[None, :] <= rows[:, None])
+    return valid
+
+
+@triton.jit
 def _key_bounds(start_m, T, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
     """For the query block at start_m: key blocks in [0, unmasked_end) need no mask, [unmasked_end, hi) do."""
     if CAUSAL:
@@ -92,10 +101,7 @@ def _fwd_inner(
         v = _load_rows(v_ptrs + start_n * stride_vt, cols, T, offs_d, HEAD_DIM, D_PAD, MASK)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         if MASK:
-            valid = cols[None, :] < T
-            if CAUSAL:
-                valid = valid & (cols[None, :] <= offs_m[:, None])
-            s = tl.where(valid, s, float("-inf"))
+            s = tl.where(_score_mask(offs_m, cols, T, CAUSAL), s, float("-inf"))
         # Every row sees key 0 in the first block it visits, so m_new is finite from then on.
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.math.exp2(s - m_new[:, None])
@@ -218,10 +224,7 @@ def _bwd_dq_inner(
         v = _load_rows(v_ptrs + start_n * stride_vt, cols, T, offs_d, HEAD_DIM, D_PAD, MASK)
         p = tl.math.exp2(tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale - lse[:, None])
         if MASK:
-            valid = cols[None, :] < T
-            if CAUSAL:
-                valid = valid & (cols[None, :] <= offs_m[:, None])
-            p = tl.where(valid, p, 0.0)
+            p = tl.where(_score_mask(offs_m, cols, T, CAUSAL), p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
