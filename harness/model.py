@@ -39,8 +39,11 @@ class RMSNorm(nn.Module):
         shape = {"none": None, "scalar": (1,), "vector": (width,)}[gains]
         self.weight = nn.Parameter(torch.ones(shape)) if shape else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return kernels.rms_norm(x, self.weight, self.eps)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        """The normalised x; with a residual, (normalised x + residual, x + residual): one fused kernel on CUDA."""
+        if residual is None:
+            return kernels.rms_norm(x, self.weight, self.eps)
+        return kernels.add_rms_norm(x, residual, self.weight, self.eps)
 
 
 def rope_tables(seq_len: int, head_dim: int, base: float, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,8 +115,8 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm_attn(x))
-        return x + self.mlp(self.norm_mlp(x))
+        h, x = self.norm_mlp(self.attn(self.norm_attn(x)), residual=x)
+        return x + self.mlp(h)
 
 
 class Transformer(nn.Module):

@@ -1,4 +1,4 @@
-"""Plain-torch RMSNorm and attention: the fallback on every device and the reference the Triton kernels are tested against."""
+"""Plain-torch RMSNorm (alone and after a residual add) and attention: the fallback on every device and the reference the Triton kernels are tested against."""
 from __future__ import annotations
 
 import torch
@@ -12,6 +12,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1
     if weight is not None:
         y = y * weight.to(y.dtype)
     return y.to(x.dtype)
+
+
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-6,
+                 out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rms_norm(h, weight, eps) in out_dtype (default h's), h) with h = x + residual: the new residual stream."""
+    h = x + residual
+    y = rms_norm(h, weight, eps)
+    return (y if out_dtype is None else y.to(out_dtype)), h
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool = True) -> torch.Tensor:

@@ -1,25 +1,32 @@
-"""RMSNorm in Triton: y = x · rsqrt(mean(x², last dim) + eps) · gain, gain none, a scalar (shape (1,)) or a vector (N,).
+"""RMSNorm in Triton, alone and fused with the residual add before it.
 
-Forward: each program normalises ROWS rows (one row for wide inputs, several for narrow ones, so that every program
-still moves a few KiB), accumulating in fp32, and saves the fp32 inverse RMS of each row for the backward.
+    rms_norm(x, gain, eps)                 y = x · rsqrt(mean(x², last dim) + eps) · gain
+    add_rms_norm(x, residual, gain, eps)   h = x + residual;  y = rms_norm(h, gain, eps);  returns (y, h)
 
-Backward: writes dx, one program per row block without a gain. With a gain, a fixed number of programs (enough to
-fill the SMs) walks the row blocks with a grid-stride loop, keeping a fp32 running sum of dy·x̂ per column that it
-writes as one row of a (programs × N) partial buffer; the gain gradient is the sum of that buffer (over programs; over
-columns as well for a scalar gain).
+The gain is none, a scalar (shape (1,)) or a vector (N,) of any stride (a strided gain is copied to contiguous first).
 
-Inputs fp32, bf16 or fp16 with any width up to MAX_WIDTH; the gain may have another float dtype than x (its gradient
-comes back in the gain's dtype). Under TRITON_INTERPRET=1 the same kernels run on CPU tensors.
+Forward: each program normalises ROWS rows (one row for wide inputs, several for narrow ones, so every program still
+moves a few KiB), accumulating in fp32, and saves the fp32 inverse RMS of each row. The fused form reads x and the
+residual once, writes the new residual h and y (y may be narrower than h: bf16 under autocast while the residual stream
+stays fp32), and normalises h as stored, so it matches the unfused computation.
+
+Backward: a fixed number of programs (enough to fill the SMs, not more) walks the row blocks with a grid-stride loop
+whose loads are software-pipelined (`tl.range(..., num_stages=2)`); each keeps an fp32 running sum of dy·x̂ per column
+and writes it as one row of a (programs × N) partial buffer; the gain gradient is the sum of that buffer. The fused
+form adds the new residual's incoming gradient and writes the gradient of x and of the residual (each in its dtype).
+
+Every function here is a torch.library operator (see kernels/library.py): compile-traceable, no double backward.
+Inputs fp32, bf16 or fp16 up to MAX_WIDTH wide. Under TRITON_INTERPRET=1 the same kernels run on CPU tensors (fp32).
 """
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on")
+from kernels import configs
+from kernels.library import INTERPRET, launch, operator, refuse_16bit_in_interpreter
+
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_WIDTH = 32768  # one row must fit in one program's registers
 
@@ -28,9 +35,9 @@ _GAIN_NONE, _GAIN_SCALAR, _GAIN_VECTOR = 0, 1, 2
 
 @triton.jit
 def _rms_norm_fwd(
-    X, Y, W, RSTD,
-    n_rows, n_cols, stride_x, stride_y, eps,
-    GAIN: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
+    X, R, Y, H, W, RSTD,
+    n_rows, n_cols, stride_x, stride_r, stride_y, stride_h, eps,
+    GAIN: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
 ):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_N)
@@ -40,6 +47,11 @@ def _rms_norm_fwd(
     rows64 = rows.to(tl.int64)
 
     x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if RESIDUAL:
+        r = tl.load(R + rows64[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        h = (x + r).to(H.dtype.element_ty)
+        tl.store(H + rows64[:, None] * stride_h + cols[None, :], h, mask=mask)
+        x = h.to(tl.float32)  # normalise the residual as stored
     rstd = tl.rsqrt(tl.sum(x * x, axis=1) / n_cols + eps)
     y = x * rstd[:, None]
     if GAIN == 1:
@@ -53,9 +65,10 @@ def _rms_norm_fwd(
 
 @triton.jit
 def _rms_norm_bwd(
-    DY, X, W, RSTD, DX, DW_PARTIAL,
-    n_rows, n_cols, stride_dy, stride_x, stride_dx,
-    GAIN: tl.constexpr, GAIN_GRAD: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
+    DY, DH, X, W, RSTD, DX, DR, DW_PARTIAL,
+    n_rows, n_cols, stride_dy, stride_dh, stride_x, stride_dx, stride_dr,
+    GAIN: tl.constexpr, GAIN_GRAD: tl.constexpr, HAS_DH: tl.constexpr, TWO_OUT: tl.constexpr,
+    BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     n_programs = tl.num_programs(0)
@@ -67,7 +80,7 @@ def _rms_norm_bwd(
         w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
     dw = tl.zeros((BLOCK_N,), dtype=tl.float32)
 
-    for start in range(pid * ROWS, n_rows, n_programs * ROWS):
+    for start in tl.range(pid * ROWS, n_rows, n_programs * ROWS, num_stages=2):
         rows = start + tl.arange(0, ROWS)
         row_mask = rows < n_rows
         mask = row_mask[:, None] & col_mask[None, :]
@@ -85,7 +98,11 @@ def _rms_norm_bwd(
         # d/dx of x̂ = x·rstd, with g = dL/dx̂: rstd · (g − x̂ · mean(g·x̂))
         c = tl.sum(g * x_hat, axis=1) / n_cols
         dx = (g - x_hat * c[:, None]) * rstd[:, None]
+        if HAS_DH:
+            dx += tl.load(DH + rows64[:, None] * stride_dh + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         tl.store(DX + rows64[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+        if TWO_OUT:
+            tl.store(DR + rows64[:, None] * stride_dr + cols[None, :], dx.to(DR.dtype.element_ty), mask=mask)
         if GAIN_GRAD:
             dw += tl.sum(dy * x_hat, axis=0)  # masked rows have x̂ = 0
 
@@ -93,7 +110,7 @@ def _rms_norm_bwd(
         tl.store(DW_PARTIAL + pid * n_cols + cols, dw, mask=col_mask)
 
 
-def _launch_config(n_cols: int) -> tuple[int, int, int]:
+def launch_config(n_cols: int) -> tuple[int, int, int]:
     """(BLOCK_N, ROWS, num_warps): at least 2K elements per program, ~8 per thread (one 16-byte bf16 load)."""
     block_n = triton.next_power_of_2(n_cols)
     rows = max(1, min(16, 2048 // block_n))
@@ -104,17 +121,15 @@ def _launch_config(n_cols: int) -> tuple[int, int, int]:
 _SM_COUNT: dict[int, int] = {}
 
 
-def _backward_programs(device: torch.device, row_blocks: int, num_warps: int, gain_grad: bool) -> int:
-    """Programs for the backward: one per row block without a gain gradient; otherwise enough to fill every SM (about
-    32 warps each), each walking many row blocks, so the partial buffer stays small."""
-    if not gain_grad:
-        return row_blocks
+def backward_programs(device: torch.device, row_blocks: int, num_warps: int) -> int:
+    """Programs for the backward: as many as are resident at once (64 warps per SM), each walking many row blocks, so
+    the partial buffer stays small and no program waits for a slot."""
     if INTERPRET or device.type != "cuda":
         return min(row_blocks, 2)  # small, so that the tests exercise the grid-stride loop
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _SM_COUNT:
         _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    return min(row_blocks, _SM_COUNT[index] * max(1, 32 // num_warps))
+    return min(row_blocks, _SM_COUNT[index] * max(1, 64 // num_warps))
 
 
 def _gain_mode(weight: torch.Tensor | None, n_cols: int) -> int:
@@ -127,24 +142,25 @@ def _gain_mode(weight: torch.Tensor | None, n_cols: int) -> int:
     raise ValueError(f"gain of shape {tuple(weight.shape)} is neither a scalar (1,) nor a vector ({n_cols},)")
 
 
-def unsupported(x: torch.Tensor, weight: torch.Tensor | None) -> str | None:
-    """Why the Triton kernel cannot take these tensors, or None when it can."""
+def unsupported(x: torch.Tensor, weight: torch.Tensor | None, residual: torch.Tensor | None = None) -> str | None:
+    """Why the Triton kernels cannot take these tensors, or None when they can."""
     if x.device.type != "cuda" and not INTERPRET:
         return f"Triton kernels need CUDA tensors (got {x.device.type}; TRITON_INTERPRET=1 runs them on CPU)"
-    if x.dtype not in DTYPES:
-        return f"dtype {x.dtype} is not one of float32, bfloat16, float16"
+    for name, t in (("input", x), ("residual", residual), ("gain", weight)):
+        if t is not None and (t.dtype not in DTYPES or t.device != x.device):
+            return f"{name} must be a float32/bfloat16/float16 tensor on {x.device} (got {t.dtype} on {t.device})"
     if x.dim() == 0 or x.numel() == 0:
         return "empty or 0-d input"
     if x.shape[-1] > MAX_WIDTH:
         return f"width {x.shape[-1]} exceeds {MAX_WIDTH}"
+    if residual is not None and residual.shape != x.shape:
+        return f"residual shape {tuple(residual.shape)} differs from the input's {tuple(x.shape)}"
     if weight is not None:
-        if weight.dtype not in DTYPES or weight.device != x.device:
-            return f"gain must be a float32/bfloat16/float16 tensor on {x.device}"
         try:
             _gain_mode(weight, x.shape[-1])
         except ValueError as err:
             return str(err)
-    return None
+    return refuse_16bit_in_interpreter(x, residual, weight)
 
 
 def _rows(t: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -152,45 +168,144 @@ def _rows(t: torch.Tensor, n_cols: int) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-class _RMSNorm(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
-        n_cols = x.shape[-1]
-        x2 = _rows(x, n_cols)
-        n_rows = x2.shape[0]
-        gain = _gain_mode(weight, n_cols)
-        y = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
-        rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
-        block_n, rows, num_warps = _launch_config(n_cols)
-        w = weight if weight is not None else rstd  # any pointer: never read without a gain
-        _rms_norm_fwd[(triton.cdiv(n_rows, rows),)](
-            x2, y, w, rstd, n_rows, n_cols, x2.stride(0), y.stride(0), float(eps),
-            GAIN=gain, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps,
-        )
-        ctx.gain = gain
-        ctx.save_for_backward(x2, weight, rstd)
-        return y.view(x.shape)
+def _gain(weight: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The gain as the kernels read it (contiguous: they index it with stride 1); any pointer when there is none."""
+    return weight.contiguous() if weight is not None else like
 
-    @staticmethod
-    def backward(ctx, dy: torch.Tensor):
-        x2, weight, rstd = ctx.saved_tensors
-        n_rows, n_cols = x2.shape
-        dy2 = _rows(dy, n_cols)
-        dx = torch.empty_like(x2)
-        block_n, rows, num_warps = _launch_config(n_cols)
-        gain_grad = weight is not None and ctx.needs_input_grad[1]
-        programs = _backward_programs(x2.device, triton.cdiv(n_rows, rows), num_warps, gain_grad)
-        partial = torch.empty((programs, n_cols) if gain_grad else (1,), dtype=torch.float32, device=x2.device)
-        _rms_norm_bwd[(programs,)](
-            dy2, x2, weight if weight is not None else rstd, rstd, dx, partial,
-            n_rows, n_cols, dy2.stride(0), x2.stride(0), dx.stride(0),
-            GAIN=ctx.gain, GAIN_GRAD=gain_grad, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps,
-        )
-        dweight = None
-        if gain_grad:
-            dweight = partial.sum() if ctx.gain == _GAIN_SCALAR else partial.sum(dim=0)
-            dweight = dweight.reshape(weight.shape).to(weight.dtype)
-        return dx.view(dy.shape), dweight, None
+
+def _forward(x, residual, weight, eps, y_dtype, h_dtype):
+    n_cols = x.shape[-1]
+    x2 = _rows(x, n_cols)
+    r2 = _rows(residual, n_cols) if residual is not None else x2
+    n_rows = x2.shape[0]
+    y = torch.empty((n_rows, n_cols), dtype=y_dtype, device=x.device)
+    h = torch.empty((n_rows, n_cols), dtype=h_dtype, device=x.device) if residual is not None else y
+    rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+    block_n, rows, num_warps = launch_config(n_cols)
+    configs.note(f"rms_norm w{n_cols}", {"BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps})
+    launch(
+        _rms_norm_fwd, (triton.cdiv(n_rows, rows),),
+        x2, r2, y, h, _gain(weight, rstd), rstd, n_rows, n_cols,
+        x2.stride(0), r2.stride(0), y.stride(0), h.stride(0), float(eps),
+        GAIN=_gain_mode(weight, n_cols), RESIDUAL=residual is not None, BLOCK_N=block_n, ROWS=rows,
+        num_warps=num_warps,
+    )
+    return y.view(x.shape), h.view(x.shape), rstd
+
+
+def _backward(dy, dh, x, weight, rstd, dx_dtype, dr_dtype, gain_grad):
+    n_cols = x.shape[-1]
+    x2, dy2 = _rows(x, n_cols), _rows(dy, n_cols)
+    dh2 = _rows(dh, n_cols) if dh is not None else dy2
+    n_rows = x2.shape[0]
+    dx = torch.empty((n_rows, n_cols), dtype=dx_dtype, device=x.device)
+    dr = torch.empty((n_rows, n_cols), dtype=dr_dtype, device=x.device) if dr_dtype is not None else dx
+    block_n, rows, num_warps = launch_config(n_cols)
+    gain_grad = weight is not None and gain_grad
+    programs = backward_programs(x.device, triton.cdiv(n_rows, rows), num_warps)
+    partial = torch.empty((programs, n_cols) if gain_grad else (1,), dtype=torch.float32, device=x.device)
+    gain = _gain_mode(weight, n_cols)
+    launch(
+        _rms_norm_bwd, (programs,),
+        dy2, dh2, x2, _gain(weight, rstd), rstd, dx, dr, partial,
+        n_rows, n_cols, dy2.stride(0), dh2.stride(0), x2.stride(0), dx.stride(0), dr.stride(0),
+        GAIN=gain, GAIN_GRAD=gain_grad, HAS_DH=dh is not None, TWO_OUT=dr_dtype is not None,
+        BLOCK_N=block_n, ROWS=rows, num_warps=num_warps,
+    )
+    if gain_grad:
+        dweight = (partial.sum() if gain == _GAIN_SCALAR else partial.sum(dim=0)).reshape(weight.shape)
+        dweight = dweight.to(weight.dtype)
+    else:
+        dweight = rstd.new_empty(0)
+    return dx.view(x.shape), dr.view(x.shape), dweight
+
+
+# --------------------------------------------------------------------------------------------------- operators
+
+
+def _rms_norm_fake(x, weight, eps):
+    rows = x.numel() // x.shape[-1]
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device), x.new_empty(rows, dtype=torch.float32)
+
+
+@operator("rms_norm", _rms_norm_fake)
+def _rms_norm_op(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    y, _, rstd = _forward(x, None, weight, eps, x.dtype, x.dtype)
+    return y, rstd
+
+
+def _rms_norm_bwd_fake(dy, x, weight, rstd, gain_grad):
+    dw = weight.new_empty(weight.shape) if (weight is not None and gain_grad) else rstd.new_empty(0)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device), dw
+
+
+@operator("rms_norm_bwd", _rms_norm_bwd_fake)
+def _rms_norm_bwd_op(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, rstd: torch.Tensor,
+                     gain_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    dx, _, dw = _backward(dy, None, x, weight, rstd, x.dtype, None, gain_grad)
+    return dx, dw
+
+
+def _rms_norm_setup(ctx, inputs, output):
+    x, weight, _ = inputs
+    ctx.save_for_backward(x, weight, output[1])
+
+
+def _rms_norm_grad(ctx, dy, _drstd):
+    x, weight, rstd = ctx.saved_tensors
+    gain_grad = weight is not None and ctx.needs_input_grad[1]
+    dx, dw = torch.ops.mupbench.rms_norm_bwd(dy, x, weight, rstd, gain_grad)
+    return dx, (dw if gain_grad else None), None
+
+
+_rms_norm_op.register_autograd(_rms_norm_grad, setup_context=_rms_norm_setup)
+
+
+def _add_rms_norm_fake(x, residual, weight, eps, out_dtype):
+    h_dtype = torch.promote_types(x.dtype, residual.dtype)
+    rows = x.numel() // x.shape[-1]
+    return (torch.empty(x.shape, dtype=out_dtype, device=x.device),
+            torch.empty(x.shape, dtype=h_dtype, device=x.device),
+            x.new_empty(rows, dtype=torch.float32))
+
+
+@operator("add_rms_norm", _add_rms_norm_fake)
+def _add_rms_norm_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float,
+                     out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _forward(x, residual, weight, eps, out_dtype, torch.promote_types(x.dtype, residual.dtype))
+
+
+def _add_rms_norm_bwd_fake(dy, dh, h, weight, rstd, x_dtype, gain_grad):
+    dw = weight.new_empty(weight.shape) if (weight is not None and gain_grad) else rstd.new_empty(0)
+    return (torch.empty(h.shape, dtype=x_dtype, device=h.device),
+            torch.empty(h.shape, dtype=h.dtype, device=h.device), dw)
+
+
+@operator("add_rms_norm_bwd", _add_rms_norm_bwd_fake)
+def _add_rms_norm_bwd_op(dy: torch.Tensor, dh: torch.Tensor | None, h: torch.Tensor, weight: torch.Tensor | None,
+                         rstd: torch.Tensor, x_dtype: torch.dtype,
+                         gain_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backward(dy, dh, h, weight, rstd, x_dtype, h.dtype, gain_grad)
+
+
+def _add_rms_norm_setup(ctx, inputs, output):
+    x, residual, weight, _, _ = inputs
+    _, h, rstd = output
+    ctx.x_dtype, ctx.residual_dtype = x.dtype, residual.dtype
+    ctx.save_for_backward(h, weight, rstd)
+
+
+def _add_rms_norm_grad(ctx, dy, dh, _drstd):
+    h, weight, rstd = ctx.saved_tensors
+    gain_grad = weight is not None and ctx.needs_input_grad[2]
+    dx, dres, dw = torch.ops.mupbench.add_rms_norm_bwd(dy, dh, h, weight, rstd, ctx.x_dtype, gain_grad)
+    return dx, dres.to(ctx.residual_dtype), (dw if gain_grad else None), None, None
+
+
+_add_rms_norm_op.register_autograd(_add_rms_norm_grad, setup_context=_add_rms_norm_setup)
+
+
+# ------------------------------------------------------------------------------------------------------ public
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
@@ -198,4 +313,15 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1
     reason = unsupported(x, weight)
     if reason:
         raise ValueError(f"Triton rms_norm: {reason}")
-    return _RMSNorm.apply(x, weight, eps)
+    return torch.ops.mupbench.rms_norm(x, weight, float(eps))[0]
+
+
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-6,
+                 out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as kernels.reference.add_rms_norm: (rms_norm(x + residual) in out_dtype, x + residual)."""
+    reason = unsupported(x, weight, residual)
+    if reason:
+        raise ValueError(f"Triton add_rms_norm: {reason}")
+    h_dtype = torch.promote_types(x.dtype, residual.dtype)
+    y, h, _ = torch.ops.mupbench.add_rms_norm(x, residual, weight, float(eps), out_dtype or h_dtype)
+    return y, h

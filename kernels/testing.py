@@ -4,6 +4,9 @@
 MUPBENCH_KERNELS selects) in a given dtype on a device, runs the same case through kernels.reference in float64 on
 that device, and returns, for the output and every gradient, the largest absolute error and the reference's largest
 magnitude (to scale tolerances by), plus "node": the autograd node's class name, which says what ran.
+`RMSNormCase.fused` runs `add_rms_norm` (the residual add fused in; gradients of x, the residual and the gain, with an
+incoming gradient on the new residual too); `strided_gain` feeds the gain as a stride-2 view. `AttentionCase.config`
+picks candidate launch configurations by index (kernels/configs.py) instead of the pinned ones.
 `reference_dtype=True` runs the plain-torch reference itself in that dtype instead: the "same-dtype torch" error
 that FlashAttention-style bounds compare against.
 """
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 import kernels
-from kernels import reference
+from kernels import configs, reference
 
 
 @dataclass(frozen=True)
@@ -24,11 +27,14 @@ class RMSNormCase:
     gain: str  # "none" | "scalar" | "vector"
     eps: float = 1e-6
     transposed: bool = False  # feed a non-contiguous view (first two dims swapped)
+    strided_gain: bool = False  # feed the gain as a stride-2 view of a longer tensor
+    fused: bool = False  # add_rms_norm(x, residual, gain): the residual add fused in
 
     @property
     def id(self) -> str:
         shape = "x".join(map(str, self.shape))
-        return f"rms-{shape}-{self.gain}-eps{self.eps:g}" + ("-transposed" if self.transposed else "")
+        return (f"{'add-rms' if self.fused else 'rms'}-{shape}-{self.gain}-eps{self.eps:g}"
+                + ("-transposed" if self.transposed else "") + ("-strided-gain" if self.strided_gain else ""))
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class AttentionCase:
     causal: bool
     scale: str = "inv_d"  # "inv_d" (μP) | "inv_sqrt_d"
     layout: str = "bhtd"  # "bhtd", or "bthd": q/k/v are transposed views of (B, T, H, D) tensors, as a model makes them
+    config: int | None = None  # index into configs.FWD_CANDIDATES and BWD_CANDIDATES (None: the pinned ones)
 
     @property
     def softmax_scale(self) -> float:
@@ -51,7 +58,7 @@ class AttentionCase:
         mask = "causal" if self.causal else "full"
         return (
             f"attn-b{self.batch}-h{self.heads}kv{self.kv_heads}-t{self.seq}-d{self.head_dim}-{mask}-{self.scale}"
-            + ("-bthd" if self.layout == "bthd" else "")
+            + ("-bthd" if self.layout == "bthd" else "") + (f"-config{self.config}" if self.config is not None else "")
         )
 
 
@@ -67,6 +74,10 @@ RMS_NORM_CASES = [
     RMSNormCase((5, 13, 64), "scalar"),
     RMSNormCase((3, 2500), "vector"),
     RMSNormCase((3, 5, 48), "vector", transposed=True),
+    RMSNormCase((7, 300), "vector", strided_gain=True),
+    RMSNormCase((5, 13, 64), "vector", fused=True),
+    RMSNormCase((7, 300), "scalar", fused=True),
+    RMSNormCase((3, 5, 48), "none", fused=True, transposed=True),
 ]
 
 # Sequence lengths 1, 77 and 200; head dims 48 and 80 (padded) and 16/64 (not); 8 query heads over 1 and 2 KV heads;
@@ -82,6 +93,19 @@ ATTENTION_CASES = [
     AttentionCase(1, 2, 2, 200, 64, causal=False, scale="inv_sqrt_d"),
     AttentionCase(1, 4, 2, 200, 48, causal=False),
 ]
+
+# Every candidate launch configuration (forward i with backward i), on a shape with a partial last block, GQA and the
+# causal mask: blocks of 16 to 128 rows.
+CONFIG_CASES = [
+    AttentionCase(1, 4, 2, 77, 48, causal=True, config=i)
+    for i in range(max(len(configs.FWD_CANDIDATES), len(configs.BWD_CANDIDATES)))
+]
+
+
+def candidate(index: int) -> tuple[configs.FwdConfig, configs.BwdConfig]:
+    """Forward and backward candidate `index` (the shorter list wraps around)."""
+    return (configs.FWD_CANDIDATES[index % len(configs.FWD_CANDIDATES)],
+            configs.BWD_CANDIDATES[index % len(configs.BWD_CANDIDATES)])
 
 
 def _max_abs(t: torch.Tensor) -> float:
@@ -113,22 +137,41 @@ def _rms_inputs(case: RMSNormCase, seed: int) -> dict[str, torch.Tensor | None]:
     elif case.gain == "vector":
         weight = torch.rand(case.shape[-1], generator=gen, dtype=torch.float64) + 0.5
     dy = torch.randn(case.shape, generator=gen, dtype=torch.float64)
-    return {"x": x, "weight": weight, "dy": dy}
+    inputs = {"x": x, "weight": weight, "dy": dy}
+    if case.fused:
+        inputs["residual"] = torch.randn(case.shape, generator=gen, dtype=torch.float64) * 3.0
+        inputs["dh"] = torch.randn(case.shape, generator=gen, dtype=torch.float64)
+    return inputs
 
 
 def _rms_run(fn, case, inputs, dtype, device) -> dict[str, torch.Tensor]:
-    x = inputs["x"].to(device=device, dtype=dtype, copy=True)
-    if case.transposed:
-        x = x.transpose(0, 1).contiguous().transpose(0, 1)  # same values, non-contiguous layout
-    x.requires_grad_(True)
-    weight = inputs["weight"]
+    def leaf(t):
+        t = t.to(device=device, dtype=dtype, copy=True)
+        if case.transposed:
+            t = t.transpose(0, 1).contiguous().transpose(0, 1)  # same values, non-contiguous layout
+        return t.requires_grad_(True)
+
+    x = leaf(inputs["x"])
+    weight = base = inputs["weight"]
     if weight is not None:
-        weight = weight.to(device=device, dtype=dtype, copy=True).requires_grad_(True)
-    y = fn(x, weight, case.eps)
-    y.backward(inputs["dy"].to(device=device, dtype=dtype))
-    out = {"y": y, "dx": x.grad, "node": type(y.grad_fn).__name__}
+        base = weight.to(device=device, dtype=dtype, copy=True)
+        if case.strided_gain:
+            base = torch.stack([base, torch.full_like(base, 7.0)], dim=-1).flatten()  # gain at even positions
+        base.requires_grad_(True)
+        weight = base[::2] if case.strided_gain else base
+    if case.fused:
+        residual = leaf(inputs["residual"])
+        y, h = fn(x, residual, weight, case.eps)
+        torch.autograd.backward((y, h), (inputs["dy"].to(device=device, dtype=dtype),
+                                         inputs["dh"].to(device=device, dtype=dtype)))
+        out = {"y": y, "h": h, "dx": x.grad, "dresidual": residual.grad}
+    else:
+        y = fn(x, weight, case.eps)
+        y.backward(inputs["dy"].to(device=device, dtype=dtype))
+        out = {"y": y, "dx": x.grad}
+    out["node"] = type(y.grad_fn).__name__
     if weight is not None:
-        out["dweight"] = weight.grad
+        out["dweight"] = base.grad[::2] if case.strided_gain else base.grad
     return out
 
 
@@ -143,8 +186,8 @@ def _measure(make_inputs, run, kernel, ref, case, dtype, device, seed, reference
 def measure_rms_norm(case: RMSNormCase, dtype: torch.dtype, device: str, seed: int = 0,
                      reference_dtype: bool = False) -> dict:
     """Errors of kernels.rms_norm (or, with reference_dtype, of the reference in `dtype`) against float64."""
-    return _measure(_rms_inputs, _rms_run, kernels.rms_norm, reference.rms_norm, case, dtype, device, seed,
-                    reference_dtype)
+    kernel, ref = (kernels.add_rms_norm, reference.add_rms_norm) if case.fused else (kernels.rms_norm, reference.rms_norm)
+    return _measure(_rms_inputs, _rms_run, kernel, ref, case, dtype, device, seed, reference_dtype)
 
 
 def _attn_inputs(case: AttentionCase, seed: int) -> dict[str, torch.Tensor]:
@@ -169,8 +212,10 @@ def _attn_run(fn, case, inputs, dtype, device) -> dict[str, torch.Tensor]:
         return t.requires_grad_(True)
 
     q, k, v = leaf(inputs["q"]), leaf(inputs["k"]), leaf(inputs["v"])
-    o = fn(q, k, v, case.softmax_scale, case.causal)
-    o.backward(inputs["do"].to(device=device, dtype=dtype))
+    fwd, bwd = candidate(case.config) if case.config is not None else (None, None)
+    with configs.forced(fwd, bwd):
+        o = fn(q, k, v, case.softmax_scale, case.causal)
+        o.backward(inputs["do"].to(device=device, dtype=dtype))
     return {"o": o, "dq": q.grad, "dk": k.grad, "dv": v.grad, "node": type(o.grad_fn).__name__}
 
 

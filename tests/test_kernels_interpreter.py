@@ -1,6 +1,8 @@
 """The Triton kernels on CPU under Triton's interpreter (TRITON_INTERPRET=1), in float32 against float64 references:
-the output and every gradient (dx, dgain; dq, dk, dv) on odd shapes (kernels/testing.py lists them); and a small
-harness model, forward and backward, against the same model on the torch kernels.
+the output and every gradient (dx, dgain; dx, dresidual, dgain of the fused residual add; dq, dk, dv) on odd shapes
+(kernels/testing.py lists them), every candidate attention launch configuration, and a small harness model, forward
+and backward, against the same model on the torch kernels, eager and under `torch.compile(fullgraph=True)`. Also:
+16-bit inputs are refused there (the interpreter has no bf16 arithmetic), and double backward raises.
 
 Why child processes: Triton reads TRITON_INTERPRET when a kernel is decorated, i.e. when kernels/rmsnorm.py and
 kernels/flash_attention.py are first imported, and a process imports them once. Setting the variable from a conftest
@@ -30,10 +32,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the children start in tests/
     sys.path.insert(0, str(ROOT))
 
-from kernels.testing import ATTENTION_CASES, RMS_NORM_CASES, AttentionCase, measure_attention, measure_rms_norm  # noqa: E402
+from kernels.testing import (  # noqa: E402
+    ATTENTION_CASES,
+    CONFIG_CASES,
+    RMS_NORM_CASES,
+    AttentionCase,
+    measure_attention,
+    measure_rms_norm,
+)
 
-CASES = RMS_NORM_CASES + ATTENTION_CASES
+CASES = RMS_NORM_CASES + ATTENTION_CASES + CONFIG_CASES
 SHARDS = 2
+EXTRAS_SHARE = 0.33  # the model runs and checks take about a third of the cases' time
 CHILD_TIMEOUT_S = 900
 # float32 kernels against float64: observed errors are ≤ 1e-6 of the largest reference value; a masking or
 # indexing mistake shows up at 1e-3 or more. The floor of 1 covers gradients that are exactly zero (sequence length 1).
@@ -50,10 +60,24 @@ def _cost(case) -> float:
     return 2e4
 
 
+def _expected_node(case) -> str:
+    if isinstance(case, AttentionCase):
+        return "mupbench_flash_attn"
+    return "mupbench_add_rms_norm" if case.fused else "mupbench_rms_norm"
+
+
+def _expected_outputs(case) -> list[str]:
+    if isinstance(case, AttentionCase):
+        return ["o", "dq", "dk", "dv"]
+    names = ["y", "h", "dx", "dresidual"] if case.fused else ["y", "dx"]
+    return names + (["dweight"] if case.gain != "none" else [])
+
+
 def _shard(index: int, count: int) -> list:
     """Greedy split of CASES into `count` groups of about equal estimated cost; returns group `index`."""
     groups: list[list] = [[] for _ in range(count)]
     loads = [0.0] * count
+    loads[-1] = EXTRAS_SHARE * sum(map(_cost, CASES))  # the last shard also runs the model and the checks
     for case in sorted(CASES, key=_cost, reverse=True):
         i = loads.index(min(loads))
         groups[i].append(case)
@@ -62,35 +86,76 @@ def _shard(index: int, count: int) -> list:
 
 
 def _model_errors() -> dict:
-    """A small harness model (vector gains, grouped KV heads) forward and backward with each backend: the kernels as
-    the model calls them (transposed views, RoPE'd q and k). Relative errors of the logits and of every gradient."""
+    """A small harness model (vector gains, grouped KV heads) forward and backward with each backend, and with the
+    Triton kernels under torch.compile(fullgraph=True) (aot_eager: fake-tensor tracing of forward and backward, then
+    the kernels run): the kernels as the model calls them (transposed views, RoPE'd q and k, the fused residual add).
+    Relative errors of the logits and of every gradient against the torch kernels, and what ran."""
+    import kernels
     from harness import ModelConfig, build_model
 
     cfg = ModelConfig(width=64, depth=1, head_dim=16, kv_heads=2, norm_gains="vector", vocab_size=64)
     tokens = torch.randint(0, cfg.vocab_size, (2, 37), generator=torch.Generator().manual_seed(0))
-    runs = {}
-    for backend in ("triton", "torch"):
-        os.environ["MUPBENCH_KERNELS"] = backend
+    runs, backends = {}, {}
+    for run in ("triton", "torch", "triton-compiled"):
+        os.environ["MUPBENCH_KERNELS"] = run.split("-")[0]
+        kernels.reset_record()
         torch.manual_seed(0)
         model = build_model(cfg)
-        logits = model(tokens)
+        forward = torch.compile(model, fullgraph=True, backend="aot_eager") if run.endswith("compiled") else model
+        logits = forward(tokens)
         torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()
-        runs[backend] = {"logits": logits.detach(), **{n: p.grad for n, p in model.named_parameters()}}
+        runs[run] = {"logits": logits.detach(), **{n: p.grad for n, p in model.named_parameters()}}
+        backends[run] = kernels.backend("cpu")
     os.environ["MUPBENCH_KERNELS"] = "triton"
     return {
-        name: (runs["triton"][name] - ref).abs().max().item() / max(ref.abs().max().item(), 1e-12)
-        for name, ref in runs["torch"].items()
+        "backends": backends,
+        "errors": {
+            f"{run} {name}": (runs[run][name] - ref).abs().max().item() / max(ref.abs().max().item(), 1e-12)
+            for run in ("triton", "triton-compiled") for name, ref in runs["torch"].items()
+        },
     }
+
+
+def _checks() -> dict:
+    """Refusals and errors that must be loud: 16-bit inputs under the interpreter; double backward."""
+    import kernels
+
+    out = {}
+    x = torch.randn(4, 32)
+    q = torch.randn(1, 2, 8, 16)
+    for name, call in (
+        ("rms_norm bf16", lambda: kernels.rms_norm(x.bfloat16(), None)),
+        ("add_rms_norm fp16", lambda: kernels.add_rms_norm(x.half(), x, None)),
+        ("attention bf16", lambda: kernels.attention(q.bfloat16(), q.bfloat16(), q.bfloat16(), 0.25)),
+    ):
+        try:
+            call()
+            out[name] = "no error"
+        except ValueError as err:
+            out[name] = str(err)
+    for name, make in (
+        ("rms_norm", lambda x_: kernels.rms_norm(x_, None)),
+        ("attention", lambda x_: kernels.attention(x_.view(1, 2, 8, 8).repeat(1, 1, 1, 2), q, q, 0.25)),
+    ):
+        x_ = torch.randn(4, 32, requires_grad=True)
+        (g,) = torch.autograd.grad(make(x_).square().sum(), x_, create_graph=True)
+        try:
+            torch.autograd.grad(g.sum(), x_)
+            out[f"double backward {name}"] = "no error"
+        except RuntimeError as err:
+            out[f"double backward {name}"] = str(err)
+    return out
 
 
 def _run_shard(index: int, count: int) -> dict:
     torch.set_num_threads(1)
     results = {}
     if index == count - 1:
-        try:
-            results["model"] = {"errors": _model_errors()}
-        except Exception:
-            results["model"] = {"exception": traceback.format_exc()}
+        for name, check in (("model", _model_errors), ("checks", _checks)):
+            try:
+                results[name] = check()
+            except Exception:
+                results[name] = {"exception": traceback.format_exc()}
     for case in _shard(index, count):
         start = time.perf_counter()
         try:
@@ -135,24 +200,38 @@ def results() -> dict:
 def test_matches_float64_reference(results: dict, case) -> None:
     result = results[case.id]
     assert "exception" not in result, result["exception"]
-    expected_node = "_FlashAttentionBackward" if isinstance(case, AttentionCase) else "_RMSNormBackward"
-    assert result["node"] == expected_node, f"the Triton kernel did not run: autograd node {result['node']}"
-    expected = ["o", "dq", "dk", "dv"] if isinstance(case, AttentionCase) else ["y", "dx"]
-    if getattr(case, "gain", "none") != "none":
-        expected.append("dweight")
+    assert _expected_node(case) in result["node"], f"the Triton kernel did not run: autograd node {result['node']}"
+    expected = _expected_outputs(case)
     assert sorted(k for k in result if k not in ("node", "seconds")) == sorted(expected)
     for name in expected:
         err, ref_max = result[name]["err"], result[name]["ref_max"]
         assert err <= RTOL * max(1.0, ref_max), f"{name}: max error {err:.3g} (reference max {ref_max:.3g})"
 
 
-def test_model_matches_torch_kernels(results: dict) -> None:
+def test_model_matches_torch_kernels_eager_and_compiled(results: dict) -> None:
     result = results["model"]
     assert "exception" not in result, result["exception"]
+    assert result["backends"] == {"triton": "triton", "torch": "torch", "triton-compiled": "triton"}
     errors = result["errors"]
-    assert "logits" in errors and any(".weight" in name and "norm" in name for name in errors)
+    for run in ("triton", "triton-compiled"):
+        assert f"{run} logits" in errors and any(n.startswith(run + " ") and "norm_mlp.weight" in n for n in errors)
     # float32 on both sides: only summation order differs
     assert max(errors.values()) <= 1e-4, {k: f"{v:.2g}" for k, v in errors.items() if v > 1e-4}
+
+
+@pytest.mark.parametrize("name", ["rms_norm bf16", "add_rms_norm fp16", "attention bf16"])
+def test_16bit_inputs_are_refused_under_the_interpreter(results: dict, name: str) -> None:
+    checks = results["checks"]
+    assert "exception" not in checks, checks["exception"]
+    assert "TRITON_INTERPRET" in checks[name] and "float32" in checks[name], checks[name]
+
+
+@pytest.mark.parametrize("name", ["rms_norm", "attention"])
+def test_double_backward_raises(results: dict, name: str) -> None:
+    checks = results["checks"]
+    assert "exception" not in checks, checks["exception"]
+    message = checks[f"double backward {name}"]
+    assert message != "no error" and "backward" in message, message
 
 
 if __name__ == "__main__":

@@ -1,22 +1,57 @@
-"""`mupbench bench kernels`: time the Triton kernels against torch on a CUDA GPU (kernels/bench.py measures)."""
+"""`mupbench bench kernels` (time the Triton kernels against torch on a CUDA GPU; kernels/bench.py measures) and
+`mupbench bench tune` (time or compile every candidate kernel config; kernels/tune.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from harness.cli.args import Parser
+from harness.errors import UserError
+from reports.tables import text_table
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="time the Triton kernels against torch on a CUDA GPU")
-    what = p.add_subparsers(dest="what", parser_class=Parser, required=True, metavar="kernels")
+    p = sub.add_parser("bench", help="time the Triton kernels against torch on a CUDA GPU, or tune their configs")
+    what = p.add_subparsers(dest="what", parser_class=Parser, required=True, metavar="kernels|tune")
     k = what.add_parser("kernels", help="RMSNorm, attention and the training step vs torch eager, compile and SDPA")
     k.add_argument("--out", type=Path, default=Path("reports/benchmarks"),
                    help="directory for the JSON and markdown results (default: reports/benchmarks)")
     k.add_argument("--quick", action="store_true", help="fewer shapes and shorter timings: a smoke run of a few minutes")
+    k.add_argument("--no-graphs", action="store_true", help="skip the CUDA-graph timings")
+    k.add_argument("--no-train-step", action="store_true", help="skip the training-step benchmark")
     k.set_defaults(func=cmd_bench_kernels)
+    t = what.add_parser("tune", help="time every candidate attention config; write a table to pin (kernels/pinned.py)")
+    t.add_argument("--out", type=Path, default=None,
+                   help="JSON file for the tuned table (default: reports/benchmarks/pinned-configs-<gpu>.json)")
+    t.add_argument("--quick", action="store_true", help="only the first two shapes")
+    t.add_argument("--compile-only", action="store_true",
+                   help="no GPU needed: compile every candidate for sm_90 and print registers and spill bytes")
+    t.set_defaults(func=cmd_bench_tune)
 
 
 def cmd_bench_kernels(args) -> int:
     from kernels.bench import run
 
-    return run(args.out, quick=args.quick)
+    train_step = None
+    if not args.no_train_step:
+        from harness.train_bench import measure_train_step as train_step
+    return run(args.out, quick=args.quick, train_step=train_step, graphs=not args.no_graphs)
+
+
+def cmd_bench_tune(args) -> int:
+    from kernels import bench, tune
+
+    if args.compile_only:
+        rows = tune.compile_report()
+        print(text_table(["kernel", "config", "head dim", "registers", "spill bytes", "kept at this head dim"],
+                         [[r["kernel"], r["config"], r["head_dim"], r["registers"], r["spill_bytes"],
+                           "yes" if r["fits"] else "no"] for r in rows]))
+        return 0
+    reason = bench.unavailable_reason()
+    if reason:
+        raise UserError(reason.removeprefix("mupbench: error: ").replace("bench kernels", "bench tune"))
+    import torch
+
+    result = tune.tune(quick=args.quick)
+    out = args.out or Path("reports/benchmarks") / f"pinned-configs-{bench._slug(torch.cuda.get_device_name())}.json"
+    print(f"wrote {tune.write(result, out)}: set MUPBENCH_KERNEL_CONFIGS to it, or copy its entries to kernels/pinned.py")
+    return 0
