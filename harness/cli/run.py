@@ -9,6 +9,7 @@ from harness.cli.analyze import print_verdicts
 from harness.cli.args import add_model_arguments, select_entries
 from harness.cli.report import print_paths
 from harness.errors import UserError
+from harness.transfer import DEFAULT_TOLERANCE
 from reports.tables import text_table
 
 DEFAULT_GRID_EXTENSION = 2  # grid points `run` may add beyond an edge optimum, per side
@@ -33,7 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--data", default=None, help="text file, directory, or token file (.bin/.npy); default: stdlib sources")
     p.add_argument("--vocab-size", type=int, default=None, help="vocab size of a token file (default: max id + 1)")
     p.add_argument("--data-dtype", default="uint16", help="dtype of a .bin token file: uint16 | uint32")
-    p.add_argument("--tolerance", type=float, default=None, help="allowed spread of optima in log2 LR (default one grid step)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="δ: the drift of the optimum, log2 LR per width doubling, that still counts as transferring "
+                        f"(default {DEFAULT_TOLERANCE:g})")
     p.add_argument("--extend-grid", type=int, default=None, metavar="N",
                    help="where a width's optimum sits on the edge of the LR grid, add up to N more grid points beyond "
                         "it, one at a time (default 2 on a preset's grid, 0 with --lrs; 0 keeps the grid fixed)")
