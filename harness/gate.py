@@ -10,8 +10,9 @@ On a finished sweep directory (or one it runs first: `--suite S [--preset P] --o
                    a μP coordinate check in DIR/coord_check.json failed                1
                    runs crashed (status failed): the code under test raised            1
     improvement    an ablation expected to shift (or shifting on the baseline) transfers   0, 1 with --strict
-    warning        a verdict is inconclusive (optimum on the grid edge, divergence,   0, 1 with --strict
-                   missing runs); the sweep is incomplete; a baseline entry is gone;
+    warning        a verdict is inconclusive (noise as large as the effect, optimum   0, 1 with --strict
+                   on the grid edge, divergence, missing runs, one seed); the sweep
+                   is incomplete; a baseline entry is gone;
                    an SP coordinate check passed (the check could not tell SP from μP)
     note           no registered expectation (e.g. an ablation with reported "unknown") 0
 
