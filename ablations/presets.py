@@ -21,6 +21,7 @@ class Preset:
     model: dict
     train: dict
     lion_log2_shift: float = -3.0  # Lion's grid = AdamW's grid shifted by this many log2 units
+    seeds: int = 3  # replicas per point by default: seed 0 runs the grid, the others each width's optimum neighbourhood
 
     def log2_grid(self, optimizer: str) -> tuple[float, ...]:
         shift = self.lion_log2_shift if optimizer == "lion" else 0.0
@@ -49,7 +50,7 @@ PRESETS: dict[str, Preset] = {
             widths=(32, 64, 128),
             log2_lrs=_ints(-11, -4),
             model=dict(depth=2, head_dim=16, base_width=32, vocab_size=256),
-            train=dict(steps=300, warmup=30, batch_size=16, seq_len=64, eval_every=50, eval_batches=8),
+            train=dict(steps=300, warmup=30, batch_size=16, seq_len=64, eval_every=50, eval_tokens=8192),
         ),
         Preset(
             name="cpu-micro",
@@ -57,7 +58,8 @@ PRESETS: dict[str, Preset] = {
             widths=(16, 32),
             log2_lrs=_ints(-8, -5),
             model=dict(depth=1, head_dim=8, base_width=16, vocab_size=256),
-            train=dict(steps=30, warmup=3, batch_size=4, seq_len=32, eval_every=10, eval_batches=2),
+            train=dict(steps=30, warmup=3, batch_size=4, seq_len=32, eval_every=10, eval_tokens=256),
+            seeds=1,
         ),
         Preset(
             name="gpu-small",
@@ -65,7 +67,7 @@ PRESETS: dict[str, Preset] = {
             widths=(128, 256, 512, 1024),
             log2_lrs=_ints(-10, -3),
             model=dict(depth=4, head_dim=64, base_width=128, vocab_size=256),
-            train=dict(steps=500, warmup=50, batch_size=32, seq_len=256, eval_every=100, eval_batches=16),
+            train=dict(steps=500, warmup=50, batch_size=32, seq_len=256, eval_every=100, eval_tokens=131072),
         ),
         Preset(
             name="paper",
@@ -75,7 +77,7 @@ PRESETS: dict[str, Preset] = {
             model=dict(depth=24, head_dim=128, base_width=128, vocab_size=256, norm_eps=1e-6),
             train=dict(
                 steps=125_000, warmup=10_000, batch_size=1024, seq_len=256, beta1=0.9, beta2=0.98, eps=1e-9,
-                eval_every=5000, eval_batches=64,
+                eval_every=5000, eval_tokens=1 << 24,
             ),
         ),
     ]

@@ -23,7 +23,8 @@ WEIGHT_DECAY_MODES = ("coupled", "independent")
 SCHEDULES = ("linear", "cosine", "wsd")
 
 # Bumped when training semantics change, so runs stored by an older harness are not mistaken for new ones.
-RUN_SEMANTICS_VERSION = 1
+# 2: a seed is a whole replica (init and the order of training windows); validation is a fixed number of tokens.
+RUN_SEMANTICS_VERSION = 2
 # A run of a user's own model (`--model`) carries extra["byo_model"] (harness/byo); of that entry, what changes the
 # result: the factory's name, the SHA-256 of its source file, and whether it was re-initialised by the table.
 BYO_SPEC_KEY = "byo_model"
@@ -123,16 +124,20 @@ class TrainConfig:
     final_lr_fraction: float = 1e-4  # schedules start warmup from, and decay to, this fraction of the peak
     grad_clip: float = 1.0
     eval_every: int = 50
-    eval_batches: int = 8
-    seed: int = 0  # initialisation; the data order depends only on the data seed
-    data_seed: int = 0
+    eval_tokens: int = 8192  # the held-out set: the same evenly spaced windows for every run, whatever its batch size
+    seed: int = 0  # a replica: the initialisation and the order of training windows
+    data_seed: int = 0  # shifts the training-window order of every seed (a second, independent set of replicas)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"learning rate must be a positive number, got {self.lr!r}")
-        for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches"):
+        for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_tokens"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.eval_tokens < self.seq_len:
+            raise UserError(f"eval_tokens ({self.eval_tokens}) must be at least one sequence of seq_len {self.seq_len}")
+        if self.seed < 0 or self.data_seed < 0:
+            raise UserError(f"seeds must be >= 0, got seed {self.seed}, data_seed {self.data_seed}")
         if not 0 <= self.warmup <= self.steps:
             raise UserError(f"warmup ({self.warmup}) must lie between 0 and steps ({self.steps})")
         _choice("optimizer", self.optimizer, OPTIMIZERS)

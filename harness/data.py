@@ -5,8 +5,10 @@ sorted path order, as bytes (vocab 256). A sweep prepares its corpus once into t
 (`tokens.npy` + `tokens.json`); every run memory-maps that file, so all runs see the same tokens.
 
 Split: the stream is cut into 64 KiB blocks and every 10th block is validation, so both splits sample the whole corpus.
-Batches: step i of every run reads the same sequences, drawn from a generator seeded only by the data seed, so only
-width and learning rate differ between the runs of a sweep.
+Batches: the training windows of step i are drawn from a generator seeded by (data seed, seed), so within one seed every
+run reads the same sequences and only width and learning rate differ; another seed is a whole replica (its own init
+and its own window order). Validation is a fixed number of tokens (`eval_tokens` // seq_len evenly spaced windows of
+the validation split): the same held-out set for every run, whatever its seed or batch size.
 """
 from __future__ import annotations
 
@@ -101,7 +103,8 @@ def write(sweep_dir: Path, tokens: np.ndarray, spec: DataSpec) -> None:
 class Batches:
     """Deterministic training and validation batches over a prepared token file."""
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, steps: int, eval_batches: int, seed: int):
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, steps: int, eval_tokens: int,
+                 seed: int | tuple[int, ...]):
         n = len(tokens) - len(tokens) % BLOCK
         blocks = np.arange(n // BLOCK)
         is_val = blocks % VALIDATION_EVERY == VALIDATION_EVERY - 1
@@ -110,11 +113,13 @@ class Batches:
         self.batch_size, self.seq_len = batch_size, seq_len
         rng = np.random.default_rng(seed)
         self.train_offsets = rng.integers(0, len(self.train) - seq_len - 1, size=(steps, batch_size))
-        n_eval = eval_batches * batch_size
+        n_eval = max(1, eval_tokens // seq_len)
         if len(self.val) < seq_len + 1:
             raise UserError(f"validation split ({len(self.val)} tokens) is shorter than one sequence of {seq_len}")
-        # Evenly spaced windows over the whole validation split: the same held-out set for every run.
-        self.val_offsets = np.linspace(0, len(self.val) - seq_len - 1, n_eval).astype(np.int64).reshape(eval_batches, batch_size)
+        # Evenly spaced windows over the whole validation split: the same held-out set for every run, evaluated in
+        # chunks of the training batch size (the loss is a sum over tokens, so the chunking does not change it).
+        offsets = np.linspace(0, len(self.val) - seq_len - 1, n_eval).astype(np.int64)
+        self.val_offsets = [offsets[i : i + batch_size] for i in range(0, n_eval, batch_size)]
 
     @staticmethod
     def _gather(stream: np.ndarray, offsets: np.ndarray, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:

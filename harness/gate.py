@@ -10,16 +10,19 @@ On a finished sweep directory (or one it runs first: `--suite S [--preset P] --o
                    a μP coordinate check in DIR/coord_check.json failed                1
                    runs crashed (status failed): the code under test raised            1
     improvement    an ablation expected to shift (or shifting on the baseline) transfers   0, 1 with --strict
-    warning        a verdict is inconclusive (optimum on the grid edge, divergence,   0, 1 with --strict
-                   missing runs); the sweep is incomplete; a baseline entry is gone;
+    warning        a verdict is inconclusive (noise as large as the effect, optimum   0, 1 with --strict
+                   on the grid edge, divergence, missing runs, one seed); the sweep
+                   is incomplete; a baseline entry is gone;
                    an SP coordinate check passed (the check could not tell SP from μP)
     note           no registered expectation (e.g. an ablation with reported "unknown") 0
 
 Inconclusive is a warning, not a failure: it says the grid or the budget cannot judge, not that transfer broke —
 fix the grid (the message says how); `--strict` makes it fail for teams that want every verdict decided.
 
-`--baseline FILE` compares with a results.json from the main branch (schema mupbench.results/1; only each verdict's
-ablation, parameterization, verdict and optimal_log2_lr are read). A FILE that does not exist yet is written from this
+`--baseline FILE` compares with a results.json from the main branch (schema mupbench.results/2, or /1; only each
+verdict's ablation, parameterization, verdict and optimal_log2_lr are read, which both versions have). A /1 baseline's
+verdicts came from one seed's spread of optima: it is still compared, and a regression against it says so — regenerate
+the baseline (delete it and run the gate once) to compare verdicts made by the same rule. A FILE that does not exist yet is written from this
 sweep (the full results.json) and the comparison passes, saying so; the other checks still apply.
 
 This module judges (`evaluate` → GateResult); the command line (harness/cli/gate.py) runs the sweep first if asked,
@@ -38,7 +41,8 @@ from harness.coord_check import Slope, describe_failure, worst_failures
 from harness.errors import UserError
 from harness.expectations import expectation
 
-RESULTS_SCHEMA = "mupbench.results/1"
+RESULTS_SCHEMA = "mupbench.results/2"
+ACCEPTED_SCHEMAS = ("mupbench.results/1", RESULTS_SCHEMA)  # /1: single-seed verdicts; the fields read are the same
 DEFAULT_OPTIMUM_TOLERANCE = 1.0
 
 
@@ -91,9 +95,9 @@ def read_baseline(path: Path) -> dict[tuple[str, str], dict]:
         raise UserError(f"--baseline {path} cannot be read ({e})") from None
     except ValueError as e:
         raise UserError(f"--baseline {path} is not valid JSON ({e}): pass a results.json from `mupbench report`") from None
-    if not isinstance(doc, dict) or doc.get("schema") != RESULTS_SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") not in ACCEPTED_SCHEMAS:
         found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-        raise UserError(f"--baseline {path} is not a {RESULTS_SCHEMA} document (schema {found!r}): "
+        raise UserError(f"--baseline {path} is not a mupbench.results/1 or /2 document (schema {found!r}): "
                         "pass a results.json from `mupbench report`, or a path that does not exist yet to write one")
     verdicts = doc.get("verdicts")
     if not isinstance(verdicts, list):
@@ -106,7 +110,8 @@ def read_baseline(path: Path) -> dict[tuple[str, str], dict]:
         if not isinstance(optima, dict) or not all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
                                                    for x in optima.values()):
             raise UserError(f"--baseline {path}: verdicts[{i}].optimal_log2_lr must map widths to numbers or null")
-        out[(v["ablation"], v["parameterization"])] = {"verdict": v["verdict"], "optimal_log2_lr": optima}
+        out[(v["ablation"], v["parameterization"])] = {"verdict": v["verdict"], "optimal_log2_lr": optima,
+                                                       "schema": doc["schema"]}
     return out
 
 
@@ -137,7 +142,9 @@ def judge_verdict(entry: dict, base: dict | None, optimum_tolerance: float) -> C
     case.baseline = base["verdict"]
     if complete and observed in ("transfers", "shifts") and base["verdict"] != observed:
         if base["verdict"] == "transfers":
-            case.add("regression", "transferred on the baseline, shifts now")
+            old = base.get("schema", RESULTS_SCHEMA) != RESULTS_SCHEMA
+            case.add("regression", "transferred on the baseline, shifts now" + (
+                f" (the baseline is a {base['schema']} document, judged on one seed: regenerate it)" if old else ""))
         elif base["verdict"] == "shifts":
             case.add("improvement", "shifted on the baseline, transfers now")
     elif complete and base["verdict"] == "transfers" and observed == "inconclusive":

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from harness import byo
 from harness.config import RunSpec
 from harness.errors import UserError
@@ -290,34 +293,59 @@ def store_counts(sweep_dir: Path) -> dict:
 MAX_LOG2_LR = 0.0  # a grid is never extended past LR 1
 
 
+def _groups(specs: list[RunSpec]) -> dict[tuple[str, str], list[RunSpec]]:
+    groups: dict[tuple[str, str], list[RunSpec]] = {}
+    for s in specs:
+        groups.setdefault((s.ablation, s.model.parameterization), []).append(s)
+    return groups
+
+
+def _lr_key(spec: RunSpec) -> float:
+    return round(math.log2(spec.train.lr), 6)
+
+
+def coarse_seeds(group: list[RunSpec]) -> set[int]:
+    """The seeds that run the group's whole LR grid at every width (seed 0 of an adaptive sweep); the other seeds run
+    only each width's optimum neighbourhood."""
+    grid = {_lr_key(s) for s in group}
+    have: dict[tuple[int, int], set[float]] = {}
+    for s in group:
+        have.setdefault((s.train.seed, s.model.width), set()).add(_lr_key(s))
+    widths = {s.model.width for s in group}
+    return {seed for seed in {k for k, _ in have} if all(have.get((seed, w)) == grid for w in widths)}
+
+
+def _best(means: pd.Series) -> float | None:
+    """The log2 LR (the index) of the lowest finite mean loss; None when every point diverged."""
+    finite = means[means < math.inf]
+    return float(finite.idxmin()) if len(finite) else None
+
+
 def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
     """The next grid point beyond each edge optimum.
 
-    For every (ablation, parameterization) of `specs` where some width's best finished LR is the lowest or the highest
-    of the group's grid, the runs one grid step further out, at every width and seed of the group (so the widths keep
-    one shared grid). `runs` is the store's table (Store.runs()); only the runs of `specs` count, so a resumed sweep
-    re-derives the same extensions, round by round, and finds them stored.
+    For every (ablation, parameterization) of `specs` where some width's best finished LR (mean over the seeds that run
+    the whole grid) is the lowest or the highest of the group's grid, the runs one grid step further out, for every
+    spec at that edge — every width, and every seed that has the edge point — so the widths keep one shared grid.
+    `runs` is the store's table (Store.runs()); only the runs of `specs` count, so a resumed sweep re-derives the same
+    extensions, round by round, and finds them stored.
     """
     from harness.transfer import grid_step
 
     out = []
     finished = runs[runs["status"].isin(["ok", "diverged"])]
-    groups: dict[tuple[str, str], list[RunSpec]] = {}
-    for s in specs:
-        groups.setdefault((s.ablation, s.model.parameterization), []).append(s)
-    for group in groups.values():
+    for group in _groups(specs).values():
         hashes = {s.run_hash for s in group}
-        done = finished[finished["run_hash"].isin(hashes)]  # only this plan's grid points count
+        done = finished[finished["run_hash"].isin(hashes) & finished["seed"].isin(coarse_seeds(group))]
         grid = sorted({math.log2(s.train.lr) for s in group})
         if len(grid) < 2 or done.empty:
             continue
         step = grid_step(grid)
         ends = set()
         for _, table in done.groupby("width"):
-            means = table.groupby("log2_lr")["final_val_loss"].mean()
-            if not (means < math.inf).any():
+            best = _best(table.groupby("log2_lr")["final_val_loss"].mean())
+            if best is None:
                 continue  # every LR diverged at this width: no optimum to chase
-            best = means.idxmin()
             if math.isclose(best, grid[0]):
                 ends.add((grid[0], -step))
             elif math.isclose(best, grid[-1]):
@@ -329,6 +357,61 @@ def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
                 if math.isclose(math.log2(s.train.lr), edge):
                     out.append(dataclasses.replace(s, train=dataclasses.replace(s.train, lr=2.0 ** (edge + delta))))
     return out
+
+
+def seed_neighbourhoods(specs: list[RunSpec], runs, seeds: int) -> list[RunSpec]:
+    """The runs of seeds 1…seeds-1 that the adaptive grid asks for, given what is stored.
+
+    Per (ablation, parameterization) and width: the grid points within one step of the coarse seeds' best LR; once
+    all of them are finished, while the best mean loss over every seed sits on the neighbourhood's edge (and the grid
+    goes further), one more point on that side. Derived from the stored runs alone, so a resumed sweep asks for the
+    same runs. Returns every neighbourhood run so far, stored or not.
+    """
+    from harness.transfer import grid_step
+
+    out: dict[str, RunSpec] = {}
+    finished = runs[runs["status"].isin(["ok", "diverged"])]
+    loss = dict(zip(finished["run_hash"], finished["final_val_loss"].astype(float)))
+    for group in _groups(specs).values():
+        coarse = coarse_seeds(group)
+        others = [k for k in range(seeds) if k not in coarse]
+        if not coarse or not others:
+            continue
+        grid = sorted({_lr_key(s) for s in group})
+        step = grid_step(grid)
+        by_width: dict[int, dict[float, list[RunSpec]]] = {}
+        for s in group:
+            if s.train.seed in coarse:
+                by_width.setdefault(s.model.width, {}).setdefault(_lr_key(s), []).append(s)
+        for width, at in by_width.items():
+            template = {x: min(ss, key=lambda s: s.train.seed) for x, ss in at.items()}
+            coarse_means = pd.Series({x: _mean([loss.get(s.run_hash) for s in ss]) for x, ss in at.items()})
+            centre = _best(coarse_means.dropna())
+            if centre is None or coarse_means.isna().any():
+                continue  # the coarse seeds are not done at this width yet, or every LR diverged
+            hood = [x for x in grid if abs(x - centre) <= step * 1.001]
+            while True:
+                wanted = {x: [dataclasses.replace(template[x], train=dataclasses.replace(template[x].train, seed=k))
+                              for k in others] for x in hood}
+                for ss in wanted.values():
+                    out.update((s.run_hash, s) for s in ss)
+                means = pd.Series({x: _mean([loss.get(s.run_hash) for s in ss + at[x]]) for x, ss in wanted.items()})
+                if means.isna().any():
+                    break  # wait for these runs
+                best = _best(means)
+                i = grid.index(hood[0]) if best is not None else -1
+                if best == hood[0] and i > 0:
+                    hood.insert(0, grid[i - 1])
+                elif best == hood[-1] and grid.index(hood[-1]) < len(grid) - 1:
+                    hood.append(grid[grid.index(hood[-1]) + 1])
+                else:
+                    break
+    return list(out.values())
+
+
+def _mean(values: list) -> float:
+    """Mean of stored losses (inf = diverged); NaN while any is missing."""
+    return math.nan if any(v is None for v in values) else float(np.mean(values))
 
 
 # --- a sweep directory, end to end --------------------------------------------------------------------------------
@@ -371,7 +454,7 @@ def sweep_data(out: Path, path: str | None, vocab_size: int | None, dtype: str):
     return spec, None
 
 
-def record_sweep(out: Path, tokens, data_spec, preset: str, suite: str, ablation_info: dict) -> None:
+def record_sweep(out: Path, tokens, data_spec, preset: str, suite: str, ablation_info: dict, seeds: int = 1) -> None:
     """Write what a sweep directory holds besides runs: the corpus (first time) and the sweep's metadata."""
     from harness import data
 
@@ -381,6 +464,7 @@ def record_sweep(out: Path, tokens, data_spec, preset: str, suite: str, ablation
     store = Store(out, create=True)
     try:
         store.set_meta("preset", preset)
+        store.set_meta("seeds", max(seeds, store.get_meta("seeds", 1)))
         store.set_meta("suites", sorted(set(store.get_meta("suites", [])) | {suite}))
         store.set_meta("ablation_info", {**store.get_meta("ablation_info", {}), **ablation_info})
     finally:
@@ -388,19 +472,26 @@ def record_sweep(out: Path, tokens, data_spec, preset: str, suite: str, ablation
 
 
 def run_with_extensions(out: Path, specs: list[RunSpec], extend: int, device: str = "auto", workers: int | None = None,
-                        progress: bool = True, on_extend=None, executor=None) -> list[RunSpec]:
-    """Train `specs`, then chase edge optima up to `extend` grid points per side (`on_extend(new_specs)` is told of
-    each round). Returns every spec of the sweep, extensions included."""
+                        progress: bool = True, on_extend=None, seeds: int = 1, executor=None) -> list[RunSpec]:
+    """Train `specs` (the coarse grid, seed 0), then, round by round from the stored runs: chase edge optima up to
+    `extend` grid points per side (`on_extend(new_specs)` is told of each such round), and run seeds 1…seeds-1 on
+    each width's optimum neighbourhood (seed_neighbourhoods). Returns every spec of the sweep, extensions included."""
     run_sweep(out, specs, device=device, workers=workers, progress=progress, executor=executor)
-    for _ in range(extend):  # an optimum on the grid's edge is no optimum yet: chase it a step at a time
+    rounds = 0
+    while True:
         store = Store(out)
         runs = store.runs()
         store.close()
-        more = grid_extensions(specs, runs)  # points beyond the grid's ends: never already in `specs`
-        if not more:
+        # an optimum on the grid's edge is no optimum yet: chase it a step at a time (never already in `specs`)
+        more = grid_extensions(specs, runs) if rounds < extend else []
+        known = {s.run_hash for s in specs} | {s.run_hash for s in more}
+        near = [s for s in seed_neighbourhoods(specs + more, runs, seeds) if s.run_hash not in known]
+        if not more and not near:
             break
-        if on_extend is not None:
-            on_extend(more)
-        specs = specs + more
+        if more:
+            rounds += 1
+            if on_extend is not None:
+                on_extend(more)
+        specs = specs + more + list({s.run_hash: s for s in near}.values())
         run_sweep(out, specs, device=device, workers=workers, progress=progress, executor=executor)
     return specs

@@ -67,7 +67,7 @@ def train(spec: RunSpec, tokens: np.ndarray, device: str | torch.device = "cpu",
         eps=tc.eps,
         groups=groups,
     )
-    batches = Batches(tokens, tc.batch_size, tc.seq_len, tc.steps, tc.eval_batches, tc.data_seed)
+    batches = Batches(tokens, tc.batch_size, tc.seq_len, tc.steps, tc.eval_tokens, (tc.data_seed, tc.seed))
 
     curve: list[tuple[int, str, float]] = []
     status, first_loss, smoothed = "ok", None, None

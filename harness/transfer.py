@@ -1,28 +1,91 @@
-"""Transfer analysis: the optimal learning rate per width, and whether it stays put.
+"""Transfer analysis: the optimal learning rate per width, how fast it drifts with width, and a verdict that says
+whether the sweep can tell.
 
-Per (ablation, parameterization, width): the grid argmin of final validation loss over log2 LR, refined by a parabola
-through the argmin and its two neighbours (kept only when convex; clipped to the neighbours). Per (ablation,
-parameterization) a verdict:
+Public entry point: `analyze_frame(frame, tolerance=None)` on a DataFrame with columns `ablation, parameterization,
+width, log2_lr, seed, final_val_loss` (inf = diverged; a `status` column, if present, keeps only ok/diverged rows).
+`analyze(runs)` is the same on the store's table.
 
-    transfers     every width's optimum lies within `tolerance` log2 units of the others (default: one grid step)
-    shifts        the spread of optima is larger than the tolerance
-    inconclusive  an optimum sits on the grid's edge, a width has too few finite points (divergence), or runs are missing
+Per (ablation, parameterization):
 
-Also reported: Lingle's strict criterion (the same grid argmin at every width), drift (slope of optimum vs log2 width,
-i.e. log2 LR per width doubling), transfer regret (largest width's loss at the smallest width's best grid LR minus its
-own best loss), and whether wider is better at the optimum. With several seeds, points are seed means and each
-optimum gets a bootstrap interval over seeds.
+- **Optimum per width**: the seeds are averaged at every LR that all of them ran (the adaptive grid: seed 0 runs the
+  whole grid, the other seeds each width's optimum neighbourhood), so a seed's offset — shared across its LRs — cancels;
+  the argmin of that mean curve is refined by a parabola through it and its two neighbours (kept only when convex,
+  clipped to the neighbours).
+- **Drift**: the least-squares slope of the optimum vs log2 width: log2 LR per width doubling.
+- **Interval**: a paired bootstrap over whole seeds — a resample draws seeds with replacement and keeps each drawn
+  seed's curves over every LR and width together (exactly, over every multiset of seeds, up to 8 seeds). The 90%
+  interval is drift ± t(n−1, 0.95)·√(n/(n−1))·(bootstrap standard deviation): with 3 seeds the plain percentile
+  interval of the same bootstrap covered the true drift in only 62–63% of the calibration's synthetic sweeps (there are
+  10 distinct resamples, and the bootstrap variance of a mean is (n−1)/n of the sample's); the t-scaled one covers
+  90–91% (tests/test_calibration.py asserts ≥ 85%).
+- **Transfer regret**: at the widest width, the loss at the narrowest width's best grid LR minus the loss at its own
+  best, paired within each seed and averaged. If that LR diverges there (in any seed) the regret is ∞ ("diverged").
+  It is *within noise* when its one-sided 95% lower bound (t over seeds) is ≤ 0.
+
+Verdict, with δ = `tolerance` (log2 LR per width doubling, default DEFAULT_TOLERANCE):
+
+    transfers     the drift's 90% interval lies inside ±δ and the regret is within noise
+    shifts        the interval excludes 0 and |drift| > δ; or the interval excludes 0 and the transferred LR
+                  diverges at the widest width (regret ∞)
+    inconclusive  anything else, with a reason that starts with which: "noise as large as the effect: add seeds",
+                  "optimum on the grid edge", "diverged", "missing runs", "one seed", "regret above noise"
+
+Also reported: the smallest drift the sweep would call `shifts` about 80% of the time (`min_detectable_drift`),
+Lingle's strict criterion (`strict_transfer`: the same grid argmin at every width, on the seed-mean curves), the spread
+of the optima, and whether wider is better at the optimum.
+
+Noise on cpu-tiny (NOISE, measured 2026-11 on the μP baseline at width 32: 5 seeds — each its own init and data
+order — at LRs 2^-6, 2^-5, 2^-4, 15 runs; two-way decomposition seed × LR): a per-seed offset shared across LRs of
+sd 0.023 nats, per-point noise of sd 0.029 nats (larger at the high LR: 0.057 at 2^-4, 0.012 at 2^-6), a basin
+curvature of 0.054 nats per (log2 LR)²; the seeds' own parabola vertices spread with sd 0.32 log2 LR (−5.18, −4.70,
+−5.15, −5.60, −5.06).
+
+δ = 0.4 log2 LR per width doubling (a factor 2^0.4 ≈ 1.3 in LR per doubling), chosen from the calibration at that noise
+with 3 seeds, widths 32/64/128 (tests/test_calibration.py, 2000 synthetic sweeps per row):
+
+    true drift   transfers  inconclusive  shifts        δ = 0.35: transfers / shifts   δ = 0.5
+    0            58%        42%           0%            48% / 0%                       78% / 0%
+    0.25         21%        72%           7%
+    0.5          1%         23%           76%                                          transfers 3.6%
+    0.75         0%         2%            98%           0% / 98%                       0.1% / 97%
+    (5 seeds: a true null transfers 93% of the time.)
+
+Every δ in 0.35–0.5 keeps a true null's `shifts` near 0 and a 0.75 drift's `shifts` ≥ 97%; δ trades how often a true
+null is confirmed (`transfers`) against how large a drift can still be confirmed as transferring. 0.4 is the smallest
+that confirms a true null more often than not at 3 seeds; 0.5 would confirm a 0.5 drift 3.6% of the time — the drift
+the single-seed rule let through. The interval's coverage of the true drift is 90–91% at every row.
 """
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
-MIN_FINITE_POINTS = 3
-BOOTSTRAP_SAMPLES = 200
+from harness.errors import UserError
+
+REQUIRED_COLUMNS = ("ablation", "parameterization", "width", "log2_lr", "seed", "final_val_loss")
+DEFAULT_TOLERANCE = 0.4  # δ, log2 LR per width doubling (see the module docstring)
+CONFIDENCE = 0.90
+MIN_FINITE_POINTS = 2  # finite points of a width's seed-mean curve below which it counts as diverged
+EXACT_BOOTSTRAP_MAX_SEEDS = 8  # up to this many seeds every resample is enumerated; above, RANDOM_RESAMPLES drawn
+RANDOM_RESAMPLES = 2000
+
+# Seed noise measured on a real cpu-tiny sweep (see the module docstring): loss(seed, LR) = f(LR) + offset(seed) + e;
+# the calibration tests generate synthetic sweeps with it.
+NOISE = {"seed_offset_sd": 0.023, "point_sd": 0.029, "curvature": 0.054}
+
+# t(df, 0.95) for the 90% two-sided interval; df ≥ 30 uses the normal quantile.
+_T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833, 10: 1.812,
+        12: 1.782, 15: 1.753, 20: 1.725, 25: 1.708, 30: 1.697}
+
+
+def t95(df: int) -> float:
+    if df >= 30:
+        return 1.645
+    return _T95.get(df) or _T95[max(k for k in _T95 if k <= df)]
 
 
 @dataclass
@@ -34,7 +97,7 @@ class WidthOptimum:
     on_edge: bool
     n_lrs: int
     n_finite: int
-    interval: tuple[float, float] | None = None  # bootstrap 5–95% over seeds
+    interval: tuple[float, float] | None = None  # 90% over seeds (paired bootstrap)
 
 
 @dataclass
@@ -50,13 +113,21 @@ class Verdict:
     spread: float | None = None
     strict_transfer: bool | None = None
     drift_per_doubling: float | None = None
-    transfer_regret: float | None = None
+    drift_interval: tuple[float, float] | None = None
+    min_detectable_drift: float | None = None
+    transfer_regret: float | None = None  # inf: the narrowest width's best LR diverged at the widest width
+    regret_within_noise: bool | None = None
     wider_is_better: bool | None = None
     n_seeds: int = 1
+    notes: list[str] = field(default_factory=list)
 
     @property
     def optimal_log2_lr(self) -> dict[int, float | None]:
         return {o.width: o.optimal_log2_lr for o in self.optima}
+
+    @property
+    def regret_diverged(self) -> bool:
+        return self.transfer_regret is not None and math.isinf(self.transfer_regret)
 
     def to_json(self) -> dict:
         def clean(x):
@@ -64,7 +135,9 @@ class Verdict:
                 return None
             return x
 
-        out = {k: clean(v) for k, v in asdict(self).items() if k != "optima"}
+        out = {k: clean(v) for k, v in asdict(self).items() if k not in ("optima", "drift_interval")}
+        out["drift_interval"] = list(self.drift_interval) if self.drift_interval is not None else None
+        out["regret_diverged"] = self.regret_diverged
         out["optimal_log2_lr"] = {str(o.width): clean(o.optimal_log2_lr) for o in self.optima}
         out["argmin_log2_lr"] = {str(o.width): clean(o.argmin_log2_lr) for o in self.optima}
         out["best_loss"] = {str(o.width): clean(o.best_loss) for o in self.optima}
@@ -73,112 +146,338 @@ class Verdict:
         return out
 
 
+# --- optima ---------------------------------------------------------------------------------------------------------
+def refine_optima(log2_lrs: np.ndarray, losses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised over rows of `losses` (…, K) on a sorted grid (K,): (grid argmin index, refined optimum, on edge).
+
+    inf marks divergence; a row with no finite point gets index -1 and optimum NaN. The refinement is the vertex of
+    the parabola through the argmin and its two neighbours, kept when they are finite and the parabola is convex,
+    clipped to the neighbours."""
+    x = np.asarray(log2_lrs, dtype=float)
+    y = np.asarray(losses, dtype=float)
+    k = y.shape[-1]
+    finite = np.isfinite(y)
+    any_finite = finite.any(axis=-1)
+    i = np.argmin(np.where(finite, y, np.inf), axis=-1)
+    opt = np.where(any_finite, x[i], np.nan)
+    edge = any_finite & ((i == 0) | (i == k - 1))
+    if k >= 3:
+        j = np.clip(i, 1, k - 2)
+        take = lambda a, d: np.take_along_axis(a, (j + d)[..., None], axis=-1)[..., 0]  # noqa: E731
+        y0, y1, y2 = take(y, -1), take(y, 0), take(y, 1)
+        x0, x1, x2 = x[j - 1], x[j], x[j + 1]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            slope_left, slope_right = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
+            a = (slope_right - slope_left) / (x2 - x0)
+            b = slope_left - a * (x0 + x1)
+            vertex = np.clip(-b / (2 * a), x0, x2)
+        ok = any_finite & ~edge & np.isfinite(y0) & np.isfinite(y2) & (a > 0)
+        opt = np.where(ok, vertex, opt)
+    return np.where(any_finite, i, -1), opt, edge
+
+
 def refine_optimum(log2_lrs: np.ndarray, losses: np.ndarray) -> tuple[float | None, float | None, bool]:
-    """(grid argmin, refined optimum, on edge) for losses over a sorted log2-LR grid; inf marks divergence."""
-    finite = np.isfinite(losses)
-    if not finite.any():
+    """(grid argmin, refined optimum, on edge) for one loss curve over a sorted log2-LR grid; inf marks divergence."""
+    i, opt, edge = refine_optima(np.asarray(log2_lrs), np.asarray(losses, dtype=float)[None, :])
+    if i[0] < 0:
         return None, None, False
-    i = int(np.argmin(np.where(finite, losses, np.inf)))
-    x = float(log2_lrs[i])
-    if i == 0 or i == len(losses) - 1:
-        return x, x, True
-    xs, ys = log2_lrs[i - 1 : i + 2], losses[i - 1 : i + 2]
-    if not np.isfinite(ys).all():
-        return x, x, False
-    a, b, _ = np.polyfit(xs, ys, 2)
-    if a <= 0:
-        return x, x, False
-    return x, float(np.clip(-b / (2 * a), xs[0], xs[2])), False
+    return float(log2_lrs[i[0]]), float(opt[0]), bool(edge[0])
 
 
-def grid_step(log2_lrs: np.ndarray) -> float:
+def grid_step(log2_lrs) -> float:
     return float(np.median(np.diff(log2_lrs))) if len(log2_lrs) > 1 else 1.0
 
 
-def _bootstrap(table: pd.DataFrame, grid: np.ndarray, rng: np.random.Generator) -> tuple[float, float] | None:
-    """5–95% interval of the refined optimum, resampling seeds with replacement at every LR."""
-    per_lr = [table.loc[table["log2_lr"] == x, "final_val_loss"].to_numpy() for x in grid]
-    if max(len(v) for v in per_lr) < 2:
-        return None
-    samples = []
-    for _ in range(BOOTSTRAP_SAMPLES):
-        means = np.array([rng.choice(v, size=len(v)).mean() if len(v) else np.inf for v in per_lr])
-        opt = refine_optimum(grid, means)[1]
-        if opt is not None:
-            samples.append(opt)
-    if not samples:
-        return None
-    return float(np.percentile(samples, 5)), float(np.percentile(samples, 95))
+def slopes(log2_widths: np.ndarray, optima: np.ndarray) -> np.ndarray:
+    """Least-squares slope of optima (…, m) against log2 widths (m,): the drift per width doubling."""
+    lw = log2_widths - log2_widths.mean()
+    centred = optima - optima.mean(axis=-1, keepdims=True)
+    return (centred * lw).sum(axis=-1) / (lw**2).sum()
+
+
+def resample_weights(n: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(weights (R, n), probabilities (R,)) of the bootstrap over n seeds: the weight of seed j in a resample is how
+    often it was drawn over n. Exact (every multiset, multinomial probabilities) up to EXACT_BOOTSTRAP_MAX_SEEDS."""
+    if n <= EXACT_BOOTSTRAP_MAX_SEEDS:
+        counts = np.array([np.bincount(c, minlength=n) for c in itertools.combinations_with_replacement(range(n), n)])
+        log_p = (math.lgamma(n + 1) - np.sum([[math.lgamma(c + 1) for c in row] for row in counts], axis=1)
+                 - n * math.log(n))
+        return counts / n, np.exp(log_p)
+    rng = rng or np.random.default_rng(0)
+    counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(RANDOM_RESAMPLES)])
+    return counts / n, np.full(RANDOM_RESAMPLES, 1.0 / RANDOM_RESAMPLES)
+
+
+def weighted_curves(weights: np.ndarray, curves: np.ndarray) -> np.ndarray:
+    """Resampled seed-mean curves (D, R, K) from weights (R, n) and seed curves (D, n, K): a diverged point (inf) of a
+    drawn seed makes the mean inf; one of a seed not drawn does not count (0·inf would be NaN)."""
+    diverged = ~np.isfinite(curves)
+    mean = np.einsum("rn,dnk->drk", weights, np.where(diverged, 0.0, curves))
+    hit = np.einsum("rn,dnk->drk", (weights > 0).astype(float), diverged.astype(float)) > 0
+    return np.where(hit, np.inf, mean)
+
+
+def _weighted_sd(values: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Standard deviation over axis 0 of `values` (R, …) with probabilities p (R,), ignoring NaN resamples."""
+    ok = np.isfinite(values)
+    w = np.where(ok, p.reshape((-1,) + (1,) * (values.ndim - 1)), 0.0)
+    total = w.sum(axis=0)
+    v = np.where(ok, values, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (w * v).sum(axis=0) / total
+        return np.sqrt((w * (v - mean) ** 2).sum(axis=0) / total)
+
+
+# --- the judgement, vectorised over draws (one real sweep is one draw; the calibration judges thousands) ------------
+VERDICT_CODES = ("inconclusive", "transfers", "shifts")
+
+
+@dataclass
+class Judgement:
+    """Arrays over D draws (and m widths): what `judge` found. Verdict codes index VERDICT_CODES."""
+
+    argmin: np.ndarray  # (D, m) grid argmin per width (NaN: no finite point)
+    optimum: np.ndarray  # (D, m) refined optimum
+    on_edge: np.ndarray  # (D, m)
+    n_finite: np.ndarray  # (D, m)
+    best_loss: np.ndarray  # (D, m)
+    optimum_sd: np.ndarray  # (D, m) bootstrap standard deviation of each optimum
+    drift: np.ndarray  # (D,)
+    drift_sd: np.ndarray  # (D,) bootstrap standard deviation of the drift (NaN with one seed)
+    half_width: np.ndarray  # (D,) of the 90% interval
+    regret: np.ndarray  # (D,) NaN: not measurable; inf: diverged
+    regret_within_noise: np.ndarray  # (D,) bool
+    code: np.ndarray  # (D,) verdict code
+    n_seeds: int
+
+
+def judge(tables: list[tuple[np.ndarray, np.ndarray]], log2_widths: np.ndarray, tolerance: float) -> Judgement:
+    """`tables`: per width (narrowest first), the LRs every seed ran (K,) and the losses (D, n seeds, K), inf for
+    diverged. Returns the optima, the drift with its paired-bootstrap interval, the regret and the verdict code."""
+    n = tables[0][1].shape[1]
+    stats = [refine_optima(grid, curves.mean(axis=1)) for grid, curves in tables]
+    argmin = np.stack([np.where(i >= 0, grid[np.maximum(i, 0)], np.nan) for (grid, _), (i, _, _) in zip(tables, stats)],
+                      axis=-1)
+    optimum = np.stack([opt for _, opt, _ in stats], axis=-1)
+    on_edge = np.stack([edge for _, _, edge in stats], axis=-1)
+    means = [curves.mean(axis=1) for _, curves in tables]
+    n_finite = np.stack([np.isfinite(m).sum(axis=-1) for m in means], axis=-1)
+    best_loss = np.stack([np.where(np.isfinite(m), m, np.inf).min(axis=-1) for m in means], axis=-1)
+    drift = slopes(log2_widths, optimum)
+    d = len(drift)
+    optimum_sd = np.full(optimum.shape, np.nan)
+    drift_sd = np.full(d, np.nan)
+    if n >= 2:
+        weights, p = resample_weights(n)
+        boot = np.stack([refine_optima(grid, weighted_curves(weights, curves))[1] for grid, curves in tables],
+                        axis=-1)  # (D, R, m)
+        optimum_sd = _weighted_sd(np.moveaxis(boot, 1, 0), p)
+        drifts = np.where(np.isfinite(boot).all(axis=-1), slopes(log2_widths, np.nan_to_num(boot)), np.nan)
+        drift_sd = _weighted_sd(drifts.T, p)
+    scale = t95(n - 1) * math.sqrt(n / (n - 1)) if n >= 2 else np.nan
+    half = scale * drift_sd
+    regret, within = _regrets(tables, argmin)
+    lo, hi = drift - half, drift + half
+    excludes_zero = (lo > 0) | (hi < 0)
+    problems = on_edge.any(axis=-1) | (n_finite < MIN_FINITE_POINTS).any(axis=-1) | ~np.isfinite(drift)
+    decided = ~problems & np.isfinite(half)
+    diverged = np.isinf(regret)
+    transfers = decided & ~diverged & (lo >= -tolerance) & (hi <= tolerance) & within
+    shifts = decided & excludes_zero & (diverged | (np.abs(drift) > tolerance))
+    code = np.where(shifts, 2, np.where(transfers, 1, 0))
+    return Judgement(argmin, optimum, on_edge, n_finite, best_loss, optimum_sd, drift, drift_sd, half, regret, within,
+                     code, n)
+
+
+def _regrets(tables, argmin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per draw: the widest width's loss at the narrowest width's best grid LR minus its loss at its own best, paired
+    within seeds and averaged (inf if that LR diverged there in any seed; NaN if not every seed ran it there), and
+    whether it is within noise (its one-sided 95% lower bound over seeds is ≤ 0)."""
+    grid, curves = tables[-1]
+    d, n, _ = curves.shape
+    regret = np.full(d, np.nan)
+    within = np.zeros(d, dtype=bool)
+    small, large = argmin[:, 0], argmin[:, -1]
+    match = np.isclose(grid[None, :], small[:, None])
+    has = match.any(axis=-1) & np.isfinite(large)
+    if not has.any():
+        return regret, within
+    at = np.take_along_axis(curves, np.argmax(match, axis=-1)[:, None, None], axis=-1)[..., 0]
+    best_i = np.argmax(np.isclose(grid[None, :], np.nan_to_num(large)[:, None]), axis=-1)
+    best = np.take_along_axis(curves, best_i[:, None, None], axis=-1)[..., 0]
+    finite = np.isfinite(at).all(axis=-1)
+    with np.errstate(invalid="ignore"):
+        diff = np.where(np.isfinite(at) & np.isfinite(best), at - best, 0.0)
+        mean = diff.mean(axis=-1)
+        se = diff.std(axis=-1, ddof=1) / math.sqrt(n) if n >= 2 else np.zeros(d)
+    margin = t95(n - 1) * se if n >= 2 else 0.0
+    regret = np.where(has, np.where(finite, mean, np.inf), np.nan)
+    within = has & finite & (mean - margin <= 1e-12)
+    return regret, within
+
+
+# --- one (ablation, parameterization) ---------------------------------------------------------------------------------
+@dataclass
+class _Width:
+    width: int
+    grid: np.ndarray  # the LRs every seed ran at this width (sorted)
+    curves: np.ndarray  # (seeds, len(grid)) losses
+    missing: int  # grid points of the group that the best-covered seed lacks here
+    all_lrs: int
+
+
+def _width_tables(runs: pd.DataFrame, seeds: list, group_grid: np.ndarray) -> list[_Width]:
+    out = []
+    for width, table in runs.groupby("width"):
+        pivot = table.pivot_table(index="seed", columns="log2_lr", values="final_val_loss", aggfunc="mean")
+        pivot = pivot.reindex(index=seeds)
+        covered = pivot.notna().sum(axis=1).max()
+        grid = np.array(sorted(pivot.columns[pivot.notna().all(axis=0)]), dtype=float)
+        out.append(_Width(int(width), grid, pivot[grid].to_numpy(dtype=float), int(len(group_grid) - covered),
+                          len(group_grid)))
+    return out
 
 
 def analyze_group(ablation: str, parameterization: str, runs: pd.DataFrame, tolerance: float | None = None) -> Verdict:
     """The verdict for one (ablation, parameterization) from its finished runs (status ok or diverged)."""
-    runs = runs[runs["status"].isin(["ok", "diverged"])]
-    grid = np.array(sorted(runs["log2_lr"].unique()), dtype=float)
-    step = grid_step(grid)
-    tol = step if tolerance is None else tolerance
+    if "status" in runs:
+        runs = runs[runs["status"].isin(["ok", "diverged"])]
+    group_grid = np.array(sorted(runs["log2_lr"].unique()), dtype=float)
+    tol = DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
     widths = sorted(int(w) for w in runs["width"].unique())
-    n_seeds = int(runs["seed"].nunique()) if len(runs) else 0
-    rng = np.random.default_rng(0)
-    optima: list[WidthOptimum] = []
-    problems: list[str] = []
-    for width in widths:
-        table = runs[runs["width"] == width]
-        means = table.groupby("log2_lr")["final_val_loss"].mean().reindex(grid)
-        losses = means.to_numpy(dtype=float)
-        missing = int(np.isnan(losses).sum())
-        losses = np.where(np.isnan(losses), np.inf, losses)
-        arg, opt, edge = refine_optimum(grid, losses)
-        n_finite = int(np.isfinite(losses).sum())
-        best = float(np.min(losses)) if n_finite else math.inf
-        interval = _bootstrap(table, grid, rng) if n_seeds > 1 else None
-        optima.append(WidthOptimum(width, arg, opt, best, edge, len(grid) - missing, n_finite, interval))
-        if missing:
-            problems.append(f"width {width} has {len(grid) - missing} of {len(grid)} learning rates")
-        elif n_finite < MIN_FINITE_POINTS:
-            problems.append(f"width {width} diverged at {len(grid) - n_finite} of {len(grid)} learning rates")
-        elif edge:
-            side = "lowest" if arg == grid[0] else "highest"
-            problems.append(f"width {width}'s optimum is the {side} LR on the grid (2^{arg:g}): "
-                            "extend the grid (run --extend-grid N, or --lrs)")
-    verdict = Verdict(ablation, parameterization, "inconclusive", "", tol, step, widths, optima, n_seeds=n_seeds)
-    if len(widths) < 2:
+    # the seeds used are those with runs at every width (a seed's curves stay together across widths and LRs)
+    per_width = [set(runs.loc[runs["width"] == w, "seed"]) for w in widths]
+    seeds = sorted(set.intersection(*per_width)) if per_width else []
+    verdict = Verdict(ablation, parameterization, "inconclusive", "", tol, grid_step(group_grid), widths, [],
+                      n_seeds=len(seeds))
+    dropped = sorted(set().union(*per_width) - set(seeds)) if per_width else []
+    if dropped:
+        verdict.notes.append(f"seed(s) {', '.join(map(str, dropped))} left out: not run at every width yet")
+    tables = _width_tables(runs[runs["seed"].isin(seeds)], seeds, group_grid) if seeds else []
+    if any(len(t.grid) == 0 for t in tables):
+        verdict.reason = "missing runs: no learning rate that every seed ran at width " + ", ".join(
+            str(t.width) for t in tables if len(t.grid) == 0)
+        return verdict
+    if len(tables) < 2:
         verdict.reason = "fewer than two widths finished"
         return verdict
-
-    found = [o for o in optima if o.optimal_log2_lr is not None]
-    if len(found) >= 2:
-        values = np.array([o.optimal_log2_lr for o in found])
-        log_w = np.log2([o.width for o in found])
-        verdict.spread = float(values.max() - values.min())
-        verdict.strict_transfer = len({o.argmin_log2_lr for o in found}) == 1 and len(found) == len(widths)
-        verdict.drift_per_doubling = float(np.polyfit(log_w, values, 1)[0])
-        bests = [o.best_loss for o in optima]
-        verdict.wider_is_better = all(b2 < b1 for b1, b2 in zip(bests, bests[1:]))
-        small, large = optima[0], optima[-1]
-        if small.argmin_log2_lr is not None:
-            at = runs[(runs["width"] == large.width) & (runs["log2_lr"] == small.argmin_log2_lr)]["final_val_loss"]
-            if len(at):
-                verdict.transfer_regret = float(at.mean() - large.best_loss) if math.isfinite(large.best_loss) else None
-
-    if problems:
-        verdict.reason = "; ".join(problems)
-    elif verdict.spread <= tol + 1e-9:
-        verdict.verdict = "transfers"
-        verdict.reason = f"optima spread {verdict.spread:.2f} ≤ tolerance {tol:g} (log2 LR)"
-    else:
-        verdict.verdict = "shifts"
-        verdict.reason = (
-            f"optima spread {verdict.spread:.2f} > tolerance {tol:g} (log2 LR); "
-            f"drift {verdict.drift_per_doubling:+.2f} per width doubling"
-        )
+    j = judge([(t.grid, t.curves[None]) for t in tables], np.log2(widths).astype(float), tol)
+    _fill(verdict, j, tables, group_grid)
     return verdict
+
+
+def _num(x) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _fill(v: Verdict, j: Judgement, tables: list[_Width], group_grid: np.ndarray) -> None:
+    """The Verdict of draw 0 of `j`, with its reason."""
+    problems = []
+    for k, t in enumerate(tables):
+        arg, opt, edge = _num(j.argmin[0, k]), _num(j.optimum[0, k]), bool(j.on_edge[0, k])
+        n_finite = int(j.n_finite[0, k])
+        o = WidthOptimum(t.width, arg, opt, float(j.best_loss[0, k]), edge, len(t.grid), n_finite)
+        if opt is not None and np.isfinite(j.optimum_sd[0, k]):
+            half = t95(j.n_seeds - 1) * math.sqrt(j.n_seeds / (j.n_seeds - 1)) * float(j.optimum_sd[0, k])
+            o.interval = (opt - half, opt + half)
+        v.optima.append(o)
+        if t.missing:
+            problems.append(f"missing runs: width {t.width} has {t.all_lrs - t.missing} of {t.all_lrs} learning rates")
+        elif n_finite < MIN_FINITE_POINTS:
+            problems.append(f"diverged: width {t.width} diverged at {len(t.grid) - n_finite} of {len(t.grid)} "
+                            "learning rates")
+        elif edge:
+            side = "lowest" if arg == t.grid[0] else "highest"
+            if arg in (group_grid[0], group_grid[-1]):
+                fix = "extend the grid (run --extend-grid N, or --lrs)"
+            else:
+                fix = "the seeds' common neighbourhood ends there: re-run the sweep to extend it"
+            problems.append(f"optimum on the grid edge: width {t.width}'s optimum is the {side} LR (2^{arg:g}) "
+                            f"that every seed ran; {fix}")
+    if all(o.optimal_log2_lr is not None for o in v.optima):
+        values = np.array([o.optimal_log2_lr for o in v.optima])
+        v.spread = float(values.max() - values.min())
+        v.strict_transfer = len({o.argmin_log2_lr for o in v.optima}) == 1
+        v.drift_per_doubling = _num(j.drift[0])
+        bests = [o.best_loss for o in v.optima]
+        v.wider_is_better = all(b2 < b1 for b1, b2 in zip(bests, bests[1:]))
+    regret = j.regret[0]
+    v.transfer_regret = None if np.isnan(regret) else float(regret)
+    v.regret_within_noise = bool(j.regret_within_noise[0]) if v.transfer_regret is not None else None
+    half, sd = j.half_width[0], j.drift_sd[0]
+    if v.drift_per_doubling is not None and np.isfinite(half):
+        v.drift_interval = (v.drift_per_doubling - float(half), v.drift_per_doubling + float(half))
+        # the true drift this sweep calls `shifts` about 80% of the time: past both the interval's half-width and δ,
+        # by 0.84 standard errors
+        v.min_detectable_drift = max(v.tolerance, float(half)) + 0.84 * float(half) / t95(j.n_seeds - 1)
+    v.verdict = VERDICT_CODES[int(j.code[0])]
+    if problems:
+        v.verdict, v.reason = "inconclusive", "; ".join(problems)
+    elif j.n_seeds < 2:
+        v.reason = ("one seed: the drift has no interval, so noise cannot be told from an effect: add seeds "
+                    "(--seeds 3)")
+    else:
+        v.reason = _reason(v)
+
+
+def _reason(v: Verdict) -> str:
+    d, tol = v.drift_per_doubling, v.tolerance
+    if v.drift_interval is None:
+        return "noise as large as the effect: the bootstrap found no optimum in some resamples; add seeds"
+    lo, hi = v.drift_interval
+    stated = f"drift {d:+.2f} per width doubling, 90% interval [{lo:+.2f}, {hi:+.2f}], δ = {tol:g}"
+    where = f"width {v.widths[-1]}"
+    if v.regret_diverged:
+        if v.verdict == "shifts":
+            return f"the narrowest width's best LR diverges at {where} (regret ∞); {stated}"
+        return f"diverged: the narrowest width's best LR diverges at {where} (regret ∞), but the {stated} includes 0"
+    if v.verdict == "transfers":
+        return f"{stated}: the interval lies within ±δ"
+    if v.verdict == "shifts":
+        return f"{stated}: the interval excludes 0 and |drift| > δ"
+    if -tol <= lo and hi <= tol:
+        return f"regret above noise: {v.transfer_regret:.3f} nats at {where} although the {stated} lies within ±δ"
+    return f"noise as large as the effect: {stated}; detectable drift ≈ {v.min_detectable_drift:.2f}: add seeds"
+
+
+# --- entry points ------------------------------------------------------------------------------------------------------
+def check_frame(frame) -> pd.DataFrame:
+    """The frame with numeric columns, or UserError naming what is wrong."""
+    if not isinstance(frame, pd.DataFrame):
+        raise UserError(f"analyze_frame needs a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"the frame lacks column(s) {', '.join(missing)}: it needs {', '.join(REQUIRED_COLUMNS)}")
+    frame = frame.copy()
+    if "status" in frame:
+        frame = frame[frame["status"].isin(["ok", "diverged"])]
+    for column in ("width", "log2_lr", "seed", "final_val_loss"):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() if column != "final_val_loss" else values.isna() | (values == -math.inf)
+        if bad.any():
+            row = frame.index[bad.to_numpy()][0]
+            raise UserError(f"column {column!r} holds a non-numeric or missing value ({frame.loc[row, column]!r} in "
+                            f"row {row}): use numbers, with inf for a diverged run, and drop unfinished runs")
+        frame[column] = values.astype(float)
+    if not np.isfinite(frame["log2_lr"]).all() or (frame["width"] < 1).any():
+        raise UserError("log2_lr must be finite and width positive")
+    frame["width"] = frame["width"].astype(int)
+    frame["seed"] = frame["seed"].astype(int)
+    return frame
+
+
+def analyze_frame(frame: pd.DataFrame, tolerance: float | None = None) -> list[Verdict]:
+    """Verdicts for every (ablation, parameterization) of `frame` (columns REQUIRED_COLUMNS; final_val_loss inf =
+    diverged). `tolerance` is δ in log2 LR per width doubling (default DEFAULT_TOLERANCE). UserError on bad input."""
+    if tolerance is not None and not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
+        raise UserError(f"tolerance must be a number >= 0 (log2 LR per width doubling), got {tolerance!r}")
+    frame = check_frame(frame)
+    return [analyze_group(ablation, param, group, tolerance)
+            for (ablation, param), group in frame.groupby(["ablation", "parameterization"], sort=False)]
 
 
 def analyze(runs: pd.DataFrame, tolerance: float | None = None) -> list[Verdict]:
     """Verdicts for every (ablation, parameterization) in a table of runs (the store's `runs()`)."""
-    out = []
-    for (ablation, param), group in runs.groupby(["ablation", "parameterization"], sort=False):
-        out.append(analyze_group(ablation, param, group, tolerance))
-    return out
-
+    if runs.empty:
+        return []
+    return analyze_frame(runs, tolerance)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jinja2
 
+from harness.transfer import DEFAULT_TOLERANCE
 from reports import plots
 from reports.summary import AGREEMENT_MARK
 
@@ -122,5 +123,6 @@ def render_html(sweep, results: dict) -> str:
         "coord_checks": checks,
         "coord_check_error": sweep.coord_check_error,
         "tolerance": sweep.tolerance,
+        "delta": sweep.tolerance if sweep.tolerance is not None else DEFAULT_TOLERANCE,
     }
     return _environment().get_template("report.html").render(**context)

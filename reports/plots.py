@@ -183,9 +183,10 @@ def curves_figure(curves: pd.DataFrame, params: list[str], palette: dict) -> byt
 
 # --- overview: optimum vs width for every ablation --------------------------------------------------------------
 def overview_figure(entries: list[dict], columns: int = 6) -> bytes:
-    """Small multiples, one panel per ablation: optimal log2 LR vs log2 width per parameterization, with a band as
-    tall as the tolerance centred on the optima (all points inside it ⇔ spread ≤ tolerance). Every panel spans the
-    same number of log2 units, so equal slopes look equal."""
+    """Small multiples, one panel per ablation: optimal log2 LR vs log2 width per parameterization, each optimum with
+    its 90% interval over seeds as a bar, and the wedge of drifts within ±δ (the tolerance, log2 LR per doubling)
+    around the narrowest width's optimum. Every panel spans the same number of log2 units, so equal slopes look
+    equal."""
     by_ablation: dict[str, list[dict]] = {}
     for e in entries:
         by_ablation.setdefault(e["ablation"], []).append(e)
@@ -198,8 +199,8 @@ def overview_figure(entries: list[dict], columns: int = 6) -> bytes:
         pts = sorted((int(w), x) for w, x in e["optimal_log2_lr"].items() if x is not None)
         points[(e["ablation"], e["parameterization"])] = pts
         if pts:
-            ys = [x for _, x in pts]
-            span = max(span, max(ys) - min(ys) + e["tolerance"] + 1.0)
+            ys = [x for _, x in pts] + [b for iv in e.get("interval", {}).values() for b in iv]
+            span = max(span, max(ys) - min(ys) + 1.0)
     all_widths = sorted({w for pts in points.values() for w, _ in pts})
     with sns.axes_style("whitegrid"), sns.plotting_context("paper", rc=STYLE):
         size = 2.25 if len(names) > 3 else 3.2  # a few ablations get bigger panels
@@ -219,11 +220,16 @@ def overview_figure(entries: list[dict], columns: int = 6) -> bytes:
                     continue
                 xs = [math.log2(w) for w, _ in pts]
                 ys = [x for _, x in pts]
-                mid = (max(ys) + min(ys)) / 2
-                centre.append(mid)
-                ax.axhspan(mid - e["tolerance"] / 2, mid + e["tolerance"] / 2, color=color, alpha=0.13, lw=0)
+                centre.append((max(ys) + min(ys)) / 2)
+                reach = np.array([xs[0], xs[-1]])
+                ax.fill_between(reach, ys[0] - e["tolerance"] * (reach - xs[0]), ys[0] + e["tolerance"] * (reach - xs[0]),
+                                color=color, alpha=0.13, lw=0)
                 ax.plot(xs, ys, marker="o", markersize=3.5, color=color, lw=1.5,
                         ls="-" if e["verdict"] != "inconclusive" else ":")
+                bars = [(math.log2(int(w)), iv) for w, iv in e.get("interval", {}).items()]
+                if bars:
+                    ax.vlines([x for x, _ in bars], [iv[0] for _, iv in bars], [iv[1] for _, iv in bars], color=color,
+                              lw=1.2, alpha=0.8)
             if centre:
                 c = (max(centre) + min(centre)) / 2
                 ax.set_ylim(c - span / 2, c + span / 2)
@@ -239,7 +245,7 @@ def overview_figure(entries: list[dict], columns: int = 6) -> bytes:
         fig.supylabel("optimal log2 LR", fontsize=9)
         params = sorted({e["parameterization"] for e in entries}, key=lambda p: (p != "mup", p))
         handles = [Line2D([], [], color=PARAM_COLOR.get(p, "#555555"), marker="o", markersize=3.5,
-                          label=f"{param_label(p)} optimum (shaded: tolerance band)") for p in params]
+                          label=f"{param_label(p)} optimum, 90% interval (shaded: drift within ±δ)") for p in params]
         handles.append(Line2D([], [], color="grey", ls=":", label="inconclusive"))
         fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False, fontsize=8)
         return png(fig)

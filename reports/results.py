@@ -10,7 +10,7 @@ import math
 import time
 from pathlib import Path
 
-SCHEMA_ID = "mupbench.results/1"
+SCHEMA_ID = "mupbench.results/2"
 SCHEMA_FILE = Path(__file__).with_name("results.schema.json")
 
 _TYPES = {

@@ -1,9 +1,10 @@
 """summary.md: a compact markdown summary for a pull-request comment or a CI step summary ($GITHUB_STEP_SUMMARY)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from reports.tables import fmt, markdown_table
+from reports.tables import drift_text, fmt, markdown_table, regret_text
 
 AGREEMENT_MARK = {"agree": "✅ agree", "disagree": "❌ disagree", "inconclusive": "⚠️ inconclusive",
                   "no expectation": "no expectation"}
@@ -44,14 +45,18 @@ def sweep_summary(sweep, results: dict) -> str:
         rows.append([
             e["ablation"], e["parameterization"], e["expected"] if e["expected"] != "unknown" else "–",
             e["verdict"] + ("" if e["complete"] else " (partial)"), AGREEMENT_MARK[e["agreement"]],
-            *[fmt(opt.get(str(w))) for w in widths], e["drift_per_doubling"], e["transfer_regret"], e["wider_is_better"],
+            *[fmt(opt.get(str(w))) for w in widths], drift_text(e["drift_per_doubling"], e["drift_interval"]),
+            regret_text(math.inf if e["regret_diverged"] else e["transfer_regret"]), e["strict_transfer"], e["n_seeds"],
         ])
     notes = [f"`{e['ablation']}` {e['parameterization']}: {e['reason']}"
              for e in entries if e["agreement"] in ("disagree", "inconclusive") or not e["complete"]]
-    notes.append("w*N*: optimal log2 LR at width *N*; drift: log2 LR per width doubling; regret: widest model's loss at "
-                 "the narrowest model's best LR minus its best")
-    headers = ["ablation", "param", "expected", "observed", "agreement", *[f"w{w}" for w in widths], "drift/2x",
-               "regret", "wider better"]
+    delta = entries[0]["tolerance"] if entries else None
+    notes.append("w*N*: optimal log2 LR at width *N*; drift: log2 LR per width doubling with its 90% interval over seeds "
+                 f"(paired bootstrap); transfers when the interval lies within ±δ{f' = ±{delta:g}' if delta is not None else ''}"
+                 " and the regret is within noise, shifts when it excludes 0 and |drift| > δ; regret: widest model's loss "
+                 "at the narrowest model's best LR minus its best (∞: diverged); same argmin: Lingle's criterion")
+    headers = ["ablation", "param", "expected", "observed", "agreement", *[f"w{w}" for w in widths], "drift/2x [90%]",
+               "regret", "same argmin", "seeds"]
     return summary_markdown(title, headers, rows, intro, notes)
 
 

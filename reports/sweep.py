@@ -118,8 +118,11 @@ def _progress(plan: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
     return out
 
 
-def verdict_entry(v: Verdict, info: dict | None, parameterizations_run: set[str], progress: dict | None) -> dict:
-    """One element of results.json's "verdicts": the analysis' Verdict plus expectation, agreement and progress."""
+def verdict_entry(v: Verdict, info: dict | None, parameterizations_run: set[str], progress: dict | None,
+                  seeds: int = 1) -> dict:
+    """One element of results.json's "verdicts": the analysis' Verdict plus expectation, agreement and progress.
+    Complete once every planned run finished and every one of the sweep's `seeds` is in the verdict (the other seeds'
+    runs are planned only once seed 0 has found each width's optimum)."""
     expected, reported, note = expectation(info, v.parameterization, parameterizations_run)
     entry = v.to_json()
     entry.update(
@@ -128,7 +131,7 @@ def verdict_entry(v: Verdict, info: dict | None, parameterizations_run: set[str]
         expectation_note=note,
         agreement=agreement(v.verdict, expected),
         runs={k: progress[k] for k in ("planned", "finished", "diverged", "failed")} if progress else None,
-        complete=bool(progress) and progress["finished"] >= progress["planned"],
+        complete=bool(progress) and progress["finished"] >= progress["planned"] and v.n_seeds >= seeds,
     )
     return entry
 
@@ -165,6 +168,7 @@ def load(sweep_dir: str | Path, tolerance: float | None = None) -> SweepData:
         info = store.get_meta("ablation_info", {}) or {}
         suites = store.get_meta("suites", []) or []
         preset, created_at = store.get_meta("preset"), store.get_meta("created_at")
+        seeds = int(store.get_meta("seeds", 1) or 1)
         verdicts = analyze(runs, tolerance)
         optimum_runs = _optimum_runs(runs, verdicts)
         curves = store.curves(list(optimum_runs["run_hash"])) if len(optimum_runs) else store.curves([])
@@ -179,7 +183,7 @@ def load(sweep_dir: str | Path, tolerance: float | None = None) -> SweepData:
     order = {name: i for i, name in enumerate([n for n in info] + sorted(set(runs["ablation"]) - set(info)))}
     verdicts.sort(key=lambda v: (order.get(v.ablation, len(order)), _param_key(v.parameterization)))
     entries = [verdict_entry(v, info.get(v.ablation), params_run.get(v.ablation, set()),
-                             by_group.get((v.ablation, v.parameterization))) for v in verdicts]
+                             by_group.get((v.ablation, v.parameterization)), seeds) for v in verdicts]
     coord_check, coord_error = read_coord_check(sweep_dir)
     return SweepData(sweep_dir, runs, plan, counts, info, suites, preset, created_at, tolerance, verdicts, entries,
                      progress, curves, coord_check, coord_error)

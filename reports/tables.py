@@ -33,3 +33,17 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+def drift_text(drift: float | None, interval) -> str:
+    """'+0.07 [-0.12, +0.26]': a drift per width doubling with its 90% interval (when there is one)."""
+    if drift is None:
+        return "–"
+    text = f"{drift:+.2f}"
+    return text + (f" [{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval is not None else "")
+
+
+def regret_text(regret: float | None) -> str:
+    if regret is None:
+        return "–"
+    return "∞ (diverged)" if math.isinf(regret) else f"{regret:.3g}"

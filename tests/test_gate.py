@@ -2,6 +2,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from harness.cli import main
@@ -19,17 +20,20 @@ INFO = {
 }
 
 
-def make_sweep(path, optima: dict, info=INFO):
-    """A finished sweep whose loss over log2 LR is a parabola around optima[(ablation, param)][i] at WIDTHS[i]."""
+def make_sweep(path, optima: dict, info=INFO, seeds=3):
+    """A finished sweep whose loss over log2 LR is a parabola around optima[(ablation, param)][i] at WIDTHS[i], with
+    `seeds` replicas (a per-seed offset and a little per-point noise)."""
     store = Store(path, create=True)
     specs = []
+    noise = iter(np.random.default_rng(0).standard_normal(100_000))
     for i, ((ablation, param), per_width) in enumerate(optima.items()):
         for width, opt in zip(WIDTHS, per_width):
             model = ModelConfig(width=width, head_dim=16, base_width=32, parameterization=param)
             for x in GRID:  # data_seed = i: a distinct run (hash) per ablation, as a real ablation's change makes
-                spec = RunSpec(ablation, model, TrainConfig(lr=2.0**x, data_seed=i), DATA)
-                loss = 2.0 + 0.05 * (x - opt) ** 2 - 0.01 * math.log2(width)
-                specs.append((spec, loss))
+                for seed in range(seeds):
+                    spec = RunSpec(ablation, model, TrainConfig(lr=2.0**x, data_seed=i, seed=seed), DATA)
+                    loss = 2.0 + 0.05 * (x - opt) ** 2 - 0.01 * math.log2(width) + 0.02 * seed + 0.002 * next(noise)
+                    specs.append((spec, loss))
     store.add_plan([s for s, _ in specs])
     for spec, loss in specs:
         store.record(spec, {"status": "ok", "final_val_loss": loss, "steps_done": 1, "curve": []}, ENV)
@@ -93,7 +97,7 @@ def test_missing_baseline_is_written_then_compared(tmp_path, capsys):
     assert gate(d, "--baseline", base) == 0
     assert "did not exist: wrote this sweep's results there" in capsys.readouterr().out
     doc = json.loads(base.read_text())
-    assert doc["schema"] == "mupbench.results/1" and doc["verdicts"][0]["ablation"] == "baseline"
+    assert doc["schema"] == "mupbench.results/2" and doc["verdicts"][0]["ablation"] == "baseline"
     assert gate(d, "--baseline", base) == 0
     assert "transfers  transfers  +0.00" in capsys.readouterr().out
 
@@ -116,12 +120,24 @@ def test_shift_against_a_transferring_baseline_is_a_regression(tmp_path, capsys)
     base.write_text(json.dumps({"schema": "mupbench.results/1", "verdicts": [
         {"ablation": "gelu", "parameterization": "mup", "verdict": "transfers", "optimal_log2_lr": {}}]}))
     assert gate(d, "--baseline", base) == 1
-    assert "transferred on the baseline, shifts now" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "transferred on the baseline, shifts now" in out and "judged on one seed: regenerate it" in out
+    base.write_text(base.read_text().replace("results/1", "results/2"))
+    assert gate(d, "--baseline", base) == 1
+    out = capsys.readouterr().out
+    assert "transferred on the baseline, shifts now" in out and "regenerate" not in out
+
+
+def test_inconclusive_is_a_warning_and_fails_under_strict(tmp_path, capsys):
+    d = make_sweep(tmp_path / "s", {("baseline", "mup"): TRANSFERS}, seeds=1)  # one seed: no interval
+    assert gate(d) == 0
+    assert "warning: inconclusive: one seed" in capsys.readouterr().out
+    assert gate(d, "--strict") == 1
 
 
 @pytest.mark.parametrize("content, message", [
     ("{not json", "is not valid JSON"),
-    (json.dumps({"schema": "something/else", "verdicts": []}), "is not a mupbench.results/1 document"),
+    (json.dumps({"schema": "something/else", "verdicts": []}), "is not a mupbench.results/1 or /2 document"),
     (json.dumps({"schema": "mupbench.results/1", "verdicts": [{"ablation": "baseline"}]}), "verdicts[0] needs"),
 ])
 def test_malformed_baseline_is_a_usage_error(tmp_path, capsys, content, message):

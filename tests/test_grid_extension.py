@@ -71,3 +71,41 @@ def test_extended_points_are_stable_run_identities():
     again = grid_extensions(specs(), runs({32: -4.0, 64: -4.0}))
     assert [s.run_hash for s in first] == [s.run_hash for s in again]
     assert not {s.run_hash for s in first} & {s.run_hash for s in specs()}
+
+
+# --- the adaptive grid: seeds 1… run each width's optimum neighbourhood -------------------------------------------
+def seeds_runs(optima: dict, grid, seeds, offset=0.1):
+    """runs() for several seeds at the given grid points: seed k adds a per-seed offset (shared across LRs)."""
+    rows = []
+    for s in specs(grid, tuple(optima), seeds):
+        w, x = s.model.width, math.log2(s.train.lr)
+        rows.append({"run_hash": s.run_hash, "ablation": "a", "parameterization": "mup", "width": w, "log2_lr": x,
+                     "seed": s.train.seed, "status": "ok",
+                     "final_val_loss": 2.0 + offset * s.train.seed + (x - optima[w]) ** 2})
+    return pd.DataFrame(rows)
+
+
+WIDE = (-9, -8, -7, -6, -5, -4)
+
+
+def test_other_seeds_run_each_widths_neighbourhood_and_nothing_before_seed_0_is_done():
+    from harness.sweep import seed_neighbourhoods
+
+    assert seed_neighbourhoods(specs(WIDE), runs({32: -7.0, 64: -6.0}, grid=WIDE[:3]), seeds=3) == []
+    near = seed_neighbourhoods(specs(WIDE), runs({32: -7.0, 64: -6.0}, grid=WIDE), seeds=3)
+    assert lrs(near) == sorted((w, float(x), k) for w, c in ((32, -7), (64, -6)) for x in (c - 1, c, c + 1)
+                               for k in (1, 2))
+    assert seed_neighbourhoods(specs(WIDE), runs({32: -7.0, 64: -6.0}, grid=WIDE), seeds=1) == []
+
+
+def test_neighbourhood_grows_while_the_seed_mean_optimum_is_on_its_edge():
+    from harness.sweep import seed_neighbourhoods
+
+    # seed 0 alone puts width 32's optimum at -7; seeds 1 and 2 put it at -5.2, so the mean's best is the edge -6
+    table = pd.concat([runs({32: -7.0, 64: -6.0}, grid=WIDE),
+                       seeds_runs({32: -5.2, 64: -6.0}, (-8, -7, -6, -5), seeds=(1, 2))])
+    near = lrs(seed_neighbourhoods(specs(WIDE), table, seeds=3))
+    assert {x for w, x, _ in near if w == 32} == {-8.0, -7.0, -6.0, -5.0}
+    assert {x for w, x, _ in near if w == 64} == {-7.0, -6.0, -5.0}
+    # a resumed sweep asks for the same runs (nothing beyond the grid: -4 is its last point)
+    assert lrs(seed_neighbourhoods(specs(WIDE), table, seeds=3)) == near

@@ -30,7 +30,7 @@ def _info(description, reported="transfers", expected=None):
             "source": "synthetic", "family": "test"}
 
 
-def make_sweep(path: Path, groups: list[dict], seeds: int = 1, finish=lambda spec: True) -> Path:
+def make_sweep(path: Path, groups: list[dict], seeds: int = 3, finish=lambda spec: True) -> Path:
     """A store whose final losses are parabolas in log2 LR with the optimum drifting `drift` per width doubling.
 
     groups: dicts with ablation, param, info, drift, optional opt (optimum at width 32) and diverge_above (log2 LR
@@ -107,15 +107,18 @@ def report(tmp_path_factory):
 
 
 def test_cli_writes_four_files(tmp_path, capsys):
-    sweep = make_sweep(tmp_path / "s", GROUPS[1:2])  # an optimum drifting 1 log2 unit per width doubling
-    assert main(["report", str(sweep), "--out", str(tmp_path / "elsewhere" / "page.html"), "--tolerance", "3"]) == 0
+    # an optimum drifting 0.2 log2 units per width doubling: within the default δ, not within δ = 0.1
+    sweep = make_sweep(tmp_path / "s", [{**GROUPS[0], "drift": 0.2}])
+    assert main(["report", str(sweep), "--out", str(tmp_path / "elsewhere" / "page.html"), "--tolerance", "0.1"]) == 0
     out = capsys.readouterr().out
     for name in ("page.html", "results.json", "summary.md", "junit.xml"):
         assert (tmp_path / "elsewhere" / name).stat().st_size > 0
         assert str(tmp_path / "elsewhere" / name) in out
     doc = json.loads((tmp_path / "elsewhere" / "results.json").read_text())
-    assert [v["verdict"] for v in doc["verdicts"]] == ["transfers"]  # a spread of 2 fits a tolerance of 3
+    assert [v["verdict"] for v in doc["verdicts"]] == ["shifts"] and "δ = 0.1" in doc["verdicts"][0]["reason"]
     assert not (sweep / "report").exists()
+    assert main(["analyze", str(sweep), "--json"]) == 0
+    assert [v["verdict"] for v in json.loads(capsys.readouterr().out)["verdicts"]] == ["transfers"]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -157,11 +160,11 @@ def test_results_json_validates_and_judges_agreement(report):
     _, paths = report
     doc = json.loads(paths["results.json"].read_text())
     assert results.validate(doc) == []
-    assert doc["schema"] == "mupbench.results/1"
+    assert doc["schema"] == "mupbench.results/2"
     meta = doc["sweep"]
-    assert meta["counts"] == {"planned": 105, "ok": 102, "diverged": 3, "failed": 0, "finished": 105, "complete": True}
+    assert meta["counts"] == {"planned": 315, "ok": 306, "diverged": 9, "failed": 0, "finished": 315, "complete": True}
     assert meta["corpus"]["sha256"] == DATA.sha256 and meta["versions"]["torch"] == ["2.13.0+cpu"]
-    assert meta["git_revs"] == ["abc123"] and meta["wall_s"]["sum"] == pytest.approx(210.0)
+    assert meta["git_revs"] == ["abc123"] and meta["wall_s"]["sum"] == pytest.approx(630.0)
     got = {(v["ablation"], v["parameterization"]): v for v in doc["verdicts"]}
     assert [k for k in got] == [("baseline", "mup"), ("baseline", "sp"), ("drifty", "mup"), ("edge_case", "mup"),
                                 (EVIL, "mup")]  # registry (stored) order, μP before SP
@@ -169,7 +172,10 @@ def test_results_json_validates_and_judges_agreement(report):
     assert got["baseline", "sp"]["expected"] == "shifts"  # a μP ablation run under SP for comparison
     assert got["baseline", "sp"]["agreement"] == "agree" and got["baseline", "sp"]["reported"] == "unknown"
     assert got["baseline", "sp"]["verdict"] == "shifts"
-    assert got["drifty", "mup"]["agreement"] == "disagree" and got["drifty", "mup"]["runs"]["diverged"] == 3
+    assert got["drifty", "mup"]["agreement"] == "disagree" and got["drifty", "mup"]["runs"]["diverged"] == 9
+    lo, hi = got["drifty", "mup"]["drift_interval"]
+    assert 0.35 < lo < 0.9 < hi and got["drifty", "mup"]["n_seeds"] == 3
+    assert set(got["baseline", "mup"]["interval"]) == {"32", "64", "128"}
     assert got["edge_case", "mup"]["verdict"] == "inconclusive" and got["edge_case", "mup"]["agreement"] == "inconclusive"
     assert got[EVIL, "mup"]["agreement"] == "no expectation"
     assert set(got["baseline", "mup"]["optimal_log2_lr"]) == {"32", "64", "128"}
@@ -199,9 +205,9 @@ def test_junit_counts_failures_and_skips(report):
     assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("5", "1", "2")
     cases = {c.get("name"): c for c in suite.iter("testcase")}
     failure = cases["drifty[mup]"].find("failure")
-    assert failure.get("message").startswith("expected transfers, observed shifts: optima spread")
-    assert "> tolerance 1" in failure.get("message")
-    assert cases["edge_case[mup]"].find("skipped").get("message").startswith("inconclusive: width")
+    assert failure.get("message").startswith("expected transfers, observed shifts: drift +0.8")
+    assert "90% interval" in failure.get("message") and "|drift| > δ" in failure.get("message")
+    assert cases["edge_case[mup]"].find("skipped").get("message").startswith("inconclusive: optimum on the grid edge")
     assert cases["baseline[mup]"].find("failure") is None and cases["baseline[mup]"].find("skipped") is None
     assert f"{EVIL}[mup]" in cases
 
@@ -226,7 +232,7 @@ def test_summary_markdown(report):
     table = [line for line in lines if line.startswith("| ")]
     assert len(table) == 1 + 5 and "| w32 | w64 | w128 |" in table[0]
     assert any(line.startswith("| drifty | mup | transfers | shifts | ❌ disagree |") for line in table)
-    assert "`edge_case` mup: width" in text
+    assert "`edge_case` mup: optimum on the grid edge: width" in text and "| seeds |" in text
     generic = summary.summary_markdown("gate", ["check", "result"], [["a|b", True]], intro=["hello"])
     assert generic.startswith("### gate\n\nhello\n\n| check | result |") and "a\\|b | yes" in generic
 
@@ -239,16 +245,16 @@ def test_partial_sweep_says_how_complete_it_is(tmp_path):
     doc = json.loads(paths["results.json"].read_text())
     assert results.validate(doc) == []
     counts = doc["sweep"]["counts"]
-    assert (counts["finished"], counts["planned"], counts["complete"]) == (35, 63, False)
+    assert (counts["finished"], counts["planned"], counts["complete"]) == (105, 189, False)
     got = {(v["ablation"], v["parameterization"]): v for v in doc["verdicts"]}
     assert got["baseline", "mup"]["complete"] is False and got["baseline", "sp"]["complete"] is True
     assert ("later", "mup") not in got
     assert {p["ablation"]: p["finished"] for p in doc["sweep"]["progress"] if p["parameterization"] == "mup"} == \
-        {"baseline": 14, "later": 0}
+        {"baseline": 42, "later": 0}
     html = paths["report.html"].read_text()
-    assert "Partial sweep:" in html and "35 of 63 planned runs finished" in html and "Not started yet" in html
+    assert "Partial sweep:" in html and "105 of 189 planned runs finished" in html and "Not started yet" in html
     case = ET.parse(paths["junit.xml"]).getroot().find(".//testcase[@name='baseline[mup]']")
-    assert case.find("skipped").get("message").startswith("sweep incomplete: 14/21 runs finished")
+    assert case.find("skipped").get("message").startswith("sweep incomplete: 42/63 runs finished")
 
 
 def test_sweep_without_finished_runs(tmp_path):
@@ -362,10 +368,10 @@ def test_run_writes_the_report_at_the_end(tmp_path, corpus_file, monkeypatch, ca
     monkeypatch.setattr(harness.sweep, "run_sweep", fake_sweep)
     out = tmp_path / "micro"
     assert main(["run", "--suite", "smoke", "--preset", "cpu-micro", "--widths", "16,32", "--lrs", "2^-8,2^-7,2^-6",
-                 "--data", str(corpus_file), "--out", str(out), "--quiet"]) == 0
+                 "--seeds", "2", "--data", str(corpus_file), "--out", str(out), "--quiet"]) == 0
     stdout = capsys.readouterr().out
     assert f"report: {out / 'report' / 'report.html'}" in stdout
     assert stdout.index("regret") < stdout.index("report: ")  # after the verdict table
     doc = json.loads((out / "report" / "results.json").read_text())
-    assert results.validate(doc) == [] and doc["sweep"]["counts"]["finished"] == 12
+    assert results.validate(doc) == [] and doc["sweep"]["counts"]["finished"] == 24  # seed 1 on the same 3 LRs
     assert [(v["parameterization"], v["verdict"]) for v in doc["verdicts"]] == [("mup", "transfers"), ("sp", "transfers")]

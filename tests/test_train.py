@@ -16,7 +16,7 @@ def tokens(corpus_file):
 
 def spec(lr, **train_kw):
     model = ModelConfig(width=32, depth=1, head_dim=8, base_width=16)
-    tc = TrainConfig(lr=lr, steps=20, warmup=2, batch_size=4, seq_len=32, eval_every=10, eval_batches=2, **train_kw)
+    tc = TrainConfig(lr=lr, steps=20, warmup=2, batch_size=4, seq_len=32, eval_every=10, eval_tokens=256, **train_kw)
     return RunSpec("baseline", model, tc, DataSpec("test", "0" * 64, 0, 256))
 
 
@@ -29,8 +29,8 @@ def test_cpu_training_is_bit_for_bit_deterministic(tokens):
 
 
 def test_batches_do_not_depend_on_width_or_lr(tokens):
-    b1 = Batches(tokens, 4, 32, steps=5, eval_batches=2, seed=0)
-    b2 = Batches(tokens, 4, 32, steps=5, eval_batches=2, seed=0)
+    b1 = Batches(tokens, 4, 32, steps=5, eval_tokens=256, seed=(0, 0))
+    b2 = Batches(tokens, 4, 32, steps=5, eval_tokens=256, seed=(0, 0))
     assert torch.equal(b1.train_batch(3)[0], b2.train_batch(3)[0])
     assert not torch.equal(b1.train_batch(3)[0], b1.train_batch(4)[0])
     x, y = b1.train_batch(0)
@@ -50,3 +50,17 @@ def test_lion_and_decay_forms_train(tokens):
                {"schedule": "wsd"}):
         r = train(spec(2**-9, **kw), tokens)
         assert r["status"] == "ok" and np.isfinite(r["final_val_loss"]), kw
+
+
+def test_a_seed_is_a_replica_over_one_held_out_set(tokens):
+    """Seed k draws its own training windows; validation is the same windows for every seed and batch size, and a
+    fixed number of tokens."""
+    b0, b1 = Batches(tokens, 4, 32, 5, 512, (0, 0)), Batches(tokens, 4, 32, 5, 512, (0, 1))
+    assert not torch.equal(b0.train_batch(0)[0], b1.train_batch(0)[0])
+    big = Batches(tokens, 16, 32, 5, 512, (0, 1))
+    def val(b):
+        return torch.cat([x for x, _ in b.val_batches()])
+    assert torch.equal(val(b0), val(b1)) and torch.equal(val(b0), val(big))
+    assert val(b0).numel() == 512
+    a, b = train(spec(2**-6, seed=0), tokens), train(spec(2**-6, seed=1), tokens)
+    assert a["final_val_loss"] != b["final_val_loss"]

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import json
+import math
 
 from harness.errors import UserError
-from reports.tables import text_table
+from harness.transfer import DEFAULT_TOLERANCE
+from reports.tables import drift_text, regret_text, text_table
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("analyze", help="optimal LR per width and transfer verdicts of a sweep")
     p.add_argument("dir")
     p.add_argument("--json", action="store_true", help="print JSON: {'verdicts': [...]}")
-    p.add_argument("--tolerance", type=float, default=None, help="allowed spread of optima in log2 LR (default one grid step)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help=f"δ: the drift of the optimum (log2 LR per width doubling) that still counts as transferring "
+                        f"(default {DEFAULT_TOLERANCE:g})")
     p.set_defaults(func=cmd_analyze)
 
 
@@ -19,8 +23,8 @@ def load_verdicts(sweep_dir, tolerance=None):
     from harness.store import Store
     from harness.transfer import analyze
 
-    if tolerance is not None and not tolerance >= 0:
-        raise UserError(f"--tolerance must be >= 0, got {tolerance}")
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        raise UserError(f"--tolerance must be a number >= 0, got {tolerance}")
     store = Store(sweep_dir)
     runs = store.runs()
     store.close()
@@ -47,11 +51,16 @@ def print_table(verdicts) -> None:
     for v in verdicts:
         opt = v.optimal_log2_lr
         rows.append([v.ablation, v.parameterization, v.verdict, *[opt.get(w) for w in widths],
-                     v.drift_per_doubling, v.transfer_regret, v.wider_is_better])
-    print(text_table(["ablation", "param", "verdict", *[f"w{w}" for w in widths], "drift/2x", "regret", "wider better"],
-                     rows))
+                     drift_text(v.drift_per_doubling, v.drift_interval), regret_text(v.transfer_regret),
+                     v.strict_transfer, v.n_seeds])
+    print(text_table(["ablation", "param", "verdict", *[f"w{w}" for w in widths], "drift/2x [90%]", "regret",
+                      "same argmin", "seeds"], rows))
     for v in verdicts:
-        if v.verdict == "inconclusive":
-            print(f"  {v.ablation}/{v.parameterization}: {v.reason}")
-    print("\ncolumns w<N>: optimal log2 LR at width N; drift: log2 LR per width doubling; "
-          "regret: largest width's loss at the smallest width's best LR minus its best")
+        if v.verdict == "inconclusive" or v.notes:
+            print(f"  {v.ablation}/{v.parameterization}: " + "; ".join([v.reason] * (v.verdict == "inconclusive")
+                                                                         + v.notes))
+    tol = verdicts[0].tolerance if verdicts else DEFAULT_TOLERANCE
+    print(f"\ncolumns w<N>: optimal log2 LR at width N (seed-mean curves); drift: log2 LR per width doubling with its "
+          f"90% interval over seeds; transfers when the interval lies within ±{tol:g} (δ), shifts when it excludes 0 "
+          f"and |drift| > δ; regret: largest width's loss at the smallest width's best LR minus its best (∞: diverged); "
+          "same argmin: Lingle's criterion")

@@ -11,6 +11,7 @@ from harness.cli import run
 from harness.cli.args import Parser, add_model_arguments
 from harness.errors import UserError
 from harness.gate import DEFAULT_OPTIMUM_TOLERANCE, GateResult, evaluate, read_baseline
+from harness.transfer import DEFAULT_TOLERANCE
 from reports import junit
 from reports import sweep as sweep_data
 from reports.results import results_document, write_results
@@ -61,7 +62,8 @@ def add_parser(sub) -> None:
                    help="results.json of the main branch to compare with; written from this sweep if it does not exist")
     p.add_argument("--strict", action="store_true", help="improvements and warnings (inconclusive, incomplete) fail too")
     p.add_argument("--tolerance", type=float, default=None,
-                   help="allowed spread of optima within a sweep, log2 LR (default one grid step)")
+                   help="δ: the drift of the optimum, log2 LR per width doubling, that still counts as transferring "
+                        f"(default {DEFAULT_TOLERANCE:g})")
     p.add_argument("--optimum-tolerance", type=float, default=DEFAULT_OPTIMUM_TOLERANCE,
                    help=f"how far an optimum may move from the baseline, log2 LR (default {DEFAULT_OPTIMUM_TOLERANCE:g})")
     p.add_argument("--junit", default=None, help="JUnit XML path (default DIR/junit.xml)")

@@ -9,6 +9,7 @@ from harness.cli.analyze import print_verdicts
 from harness.cli.args import add_model_arguments, select_entries
 from harness.cli.report import print_paths
 from harness.errors import UserError
+from harness.transfer import DEFAULT_TOLERANCE
 from reports.tables import text_table
 
 DEFAULT_GRID_EXTENSION = 2  # grid points `run` may add beyond an edge optimum, per side
@@ -30,14 +31,18 @@ def add_parser(sub) -> None:
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="with --executor ray: the cluster's head (host:port, or auto); default $RAY_ADDRESS, or a "
                         "Ray instance started on this machine")
-    p.add_argument("--seeds", type=int, default=1, help="initialisation seeds per point (default 1)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="replicas (init and data order); seed 0 runs the LR grid, the others each width's optimum "
+                        "neighbourhood (default: the preset's, 3 for cpu-tiny, gpu-small and paper)")
     p.add_argument("--widths", default=None, help="comma-separated widths, replacing the preset's (e.g. 32,64,128)")
     p.add_argument("--lrs", default=None,
                    help="comma-separated base learning rates, replacing the preset's grid (e.g. 2^-8,2^-7 or 0.004)")
     p.add_argument("--data", default=None, help="text file, directory, or token file (.bin/.npy); default: stdlib sources")
     p.add_argument("--vocab-size", type=int, default=None, help="vocab size of a token file (default: max id + 1)")
     p.add_argument("--data-dtype", default="uint16", help="dtype of a .bin token file: uint16 | uint32")
-    p.add_argument("--tolerance", type=float, default=None, help="allowed spread of optima in log2 LR (default one grid step)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="δ: the drift of the optimum, log2 LR per width doubling, that still counts as transferring "
+                        f"(default {DEFAULT_TOLERANCE:g})")
     p.add_argument("--extend-grid", type=int, default=None, metavar="N",
                    help="where a width's optimum sits on the edge of the LR grid, add up to N more grid points beyond "
                         "it, one at a time (default 2 on a preset's grid, 0 with --lrs; 0 keeps the grid fixed)")
@@ -55,8 +60,10 @@ def cmd_run(args) -> int:
     from harness import byo, sweep
     from reports.build import write_report
 
-    if args.seeds < 1:
+    if args.seeds is not None and args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        raise UserError(f"--tolerance must be a number >= 0, got {args.tolerance}")
     if args.reinit and args.model is None:
         raise UserError("--reinit applies only with --model")
     extend = args.extend_grid if args.extend_grid is not None else (0 if args.lrs else DEFAULT_GRID_EXTENSION)
@@ -65,6 +72,7 @@ def cmd_run(args) -> int:
     if args.ray_address is not None and args.executor != "ray":
         raise UserError("--ray-address applies only with --executor ray")
     suite, preset, entries = select_entries(args)
+    seeds = args.seeds or preset.seeds
     if args.executor == "local":
         sweep.plan_workers(args.device, args.workers)  # validates the device before anything is written
     out = Path(args.out or f"runs/{suite.name}-{preset.name}")
@@ -74,16 +82,17 @@ def cmd_run(args) -> int:
         entries = _entries_for_model(entries, preset, model)
         _validate_model(model, preset, args)
     data_spec, tokens = sweep.sweep_data(out, args.data, args.vocab_size, args.data_dtype)
-    specs = ablations.plan(entries, preset, data_spec, seeds=args.seeds,
+    specs = ablations.plan(entries, preset, data_spec, seeds=1,  # seed 0's grid; the other seeds follow its optima
                            labels={"suite": suite.name, "preset": preset.name})
     if model is not None:
         specs = byo.with_model(specs, model)
     executor = _executor(args)  # connects to Ray (or says why it cannot) before anything is written
     # everything above validated the input; from here on we write
-    sweep.record_sweep(out, tokens, data_spec, preset.name, suite.name, ablation_info(a for a, _ in entries))
+    sweep.record_sweep(out, tokens, data_spec, preset.name, suite.name, ablation_info(a for a, _ in entries), seeds)
     try:
         sweep.run_with_extensions(out, specs, extend, device=args.device, workers=args.workers,
-                                  progress=not args.quiet, on_extend=_print_extensions, executor=executor)
+                                  progress=not args.quiet, on_extend=_print_extensions, seeds=seeds,
+                                  executor=executor)
     except KeyboardInterrupt:
         return 130
     finally:
