@@ -49,17 +49,21 @@ def uses_hook(model: nn.Module, parameterization: str) -> bool:
 
 
 def parameter_groups(model: nn.Module, infos: dict[str, TensorInfo], scale: Scale, lr: float,
-                     weight_decay: float = 0.0, weight_decay_mode: str = "coupled", label: str = "model") -> list[dict]:
-    """Optimizer groups: the model's own (`mup_parameter_groups`, under μP) or the table's by inferred role."""
+                     weight_decay: float = 0.0, weight_decay_mode: str = "coupled", label: str = "model",
+                     **table_options) -> list[dict]:
+    """Optimizer groups: the model's own (`mup_parameter_groups`, under μP) or the table's by inferred role
+    (`table_options`: harness.optim.parameter_groups' keyword options, e.g. weight_decay_tensors, optimizer)."""
     from harness.optim import parameter_groups as table_groups
 
     if uses_hook(model, scale.parameterization):
         return _hook_groups(model, lr, weight_decay, weight_decay_mode, label)
     roles = [(name, p, infos[name].role) for name, p in model.named_parameters() if p.requires_grad]
-    return table_groups(model, lr, weight_decay, weight_decay_mode, roles=roles, cfg=scale)
+    return table_groups(model, lr, weight_decay, weight_decay_mode, roles=roles, cfg=scale, **table_options)
 
 
 def _hook_groups(model, lr, weight_decay, weight_decay_mode, label) -> list[dict]:
+    from harness.optim import group_weight_decay
+
     try:
         groups = getattr(model, HOOK_GROUPS)(lr)
     except Exception as e:
@@ -81,7 +85,7 @@ def _hook_groups(model, lr, weight_decay, weight_decay_mode, label) -> list[dict
         if "weight_decay" in group:
             wd = float(group["weight_decay"])
         else:
-            wd = weight_decay if weight_decay_mode == "coupled" or not weight_decay else weight_decay / peak
+            wd = group_weight_decay(weight_decay_mode, weight_decay, lr, peak / lr) if weight_decay else 0.0
         extra = {k: v for k, v in group.items() if k not in ("params", "lr", "weight_decay")}
         out.append({**extra, "params": params, "names": [names[id(p)] for p in params], "lr": peak, "peak_lr": peak,
                     "lr_mult": peak / lr, "weight_decay": wd})
@@ -101,8 +105,10 @@ class Prepared:
     label: str
     reinit: bool
 
-    def groups(self, lr: float, weight_decay: float = 0.0, weight_decay_mode: str = "coupled") -> list[dict]:
-        return parameter_groups(self.model, self.infos, self.scale, lr, weight_decay, weight_decay_mode, self.label)
+    def groups(self, lr: float, weight_decay: float = 0.0, weight_decay_mode: str = "coupled",
+               **table_options) -> list[dict]:
+        return parameter_groups(self.model, self.infos, self.scale, lr, weight_decay, weight_decay_mode, self.label,
+                                **table_options)
 
     @property
     def lr_source(self) -> str:
