@@ -5,8 +5,10 @@ relative to the run (Wang & Aitchison 2025, "How to set AdamW's weight decay as 
 Over a run with schedule s(t) a tensor's decay exposure is E = Σ_t s(t)·η·λ = T_eff/τ, with T_eff = Σ_t s(t) the
 run's length in peak-LR steps:
 
-    linear, cosine   T_eff = T·(1 + f)/2                                     (f = final_lr_fraction; warmup averages ½)
-    wsd              T_eff = W·(1 + f)/2 + (T − W − D) + D·(1 + f)/2         (W warmup, D = decay_fraction·T)
+    linear, cosine   T_eff = S_W + (T − W)·(1 + f)/2                 ≈ T/2
+    wsd              T_eff = S_W + (T − W − D) + D·(1 + f)/2         ≈ T − W/2 − D/2
+    (T steps, W warmup steps, f = final_lr_fraction, D = max(1, round(decay_fraction·T)) decay steps,
+     S_W = W·f + (W − 1)·(1 − f)/2 the warmup's sum; each is Σ_t s(t) of harness/optim.py's schedule)
 
 The decay ablations choose λ so that E = EXPOSURE (= 4, τ = T_eff/4) at the base width at the reference rate
 α_ref = 2^-5 (the μP baseline's optimum at cpu-tiny). The three forms then coincide at the base width and α_ref and
@@ -33,11 +35,11 @@ WANG_AITCHISON = "Wang & Aitchison 2025, How to set AdamW's weight decay as you 
 def effective_steps(train: dict) -> float:
     """T_eff = Σ_t s(t): the run's length in steps at the peak rate (the module docstring's formulas)."""
     steps, warmup, floor = train["steps"], train["warmup"], train["final_lr_fraction"]
+    warm = warmup * floor + (warmup - 1) * (1 - floor) / 2 if warmup else 0.0
     if train["schedule"] == "wsd":
-        decay = max(1, round(train["decay_fraction"] * steps))
-        stable = max(0, steps - warmup - decay)
-        return warmup * (1 + floor) / 2 + stable + (steps - warmup - stable) * (1 + floor) / 2
-    return steps * (1 + floor) / 2
+        decay = steps - max(warmup, steps - max(1, round(train["decay_fraction"] * steps)))
+        return warm + (steps - warmup - decay) + decay * (1 + floor) / 2
+    return warm + (steps - warmup) * (1 + floor) / 2
 
 
 def _decay(mode: str, lam: float) -> dict:
