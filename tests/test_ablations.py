@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import ablations
 from ablations.suites import apply_changes, plan
 from harness import build_model, build_optimizer
-from harness.config import DataSpec, ModelConfig, TrainConfig
+from harness.config import DataSpec, ModelConfig, RunSpec, TrainConfig
 from harness.errors import UserError
 
 from conftest import run_cli
@@ -296,7 +296,7 @@ def test_new_fields_at_their_defaults_keep_stored_runs_hashes():
     """Runs stored before the new switches existed keep their hashes (this one was computed before they did); a run
     that sets one gets a new hash."""
     model = ModelConfig(width=64, head_dim=16, base_width=32, norm_gains="vector", projection_biases=True)
-    spec = ablations.suites.RunSpec("baseline", model, TrainConfig(lr=2**-6, weight_decay=0.1), DataSpec("x", "0" * 64, 10, 256))
+    spec = RunSpec("baseline", model, TrainConfig(lr=2**-6, weight_decay=0.1), DataSpec("x", "0" * 64, 10, 256))
     assert spec.run_hash == "81eb5ee1808b1417"
     for change in ({"model": {"unembedding_bias": True}}, {"model": {"attention_logit_mult": 2.0}},
                    {"model": {"embedding_lr": "inv_wm"}}, {"train": {"weight_decay_tensors": "all"}},
