@@ -84,6 +84,19 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def _paper_heads(p: Preset) -> Preset:
+    """Lingle's head layout at a preset's scale: head dim = base width, so the heads (width / base width) grow with
+    width — one head at the base width, as the paper's one head of 128 at width 128."""
+    return dataclasses.replace(
+        p, name=f"{p.name}-paper-heads", model={**p.model, "head_dim": p.model["base_width"]},
+        description=f"{p.name} with the paper's head layout: head dim {p.model['base_width']} = base width, "
+                    "heads grow with width",
+    )
+
+
+PRESETS.update({q.name: q for q in (_paper_heads(PRESETS["cpu-tiny"]), _paper_heads(PRESETS["gpu-small"]))})
+
+
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")

@@ -63,7 +63,7 @@ def ablation(
         module = fn.__module__.rsplit(".", 1)[-1]
         REGISTRY[key] = Ablation(
             name=key,
-            description=inspect.cleandoc(fn.__doc__ or "").strip() or key,
+            description=" ".join(inspect.cleandoc(fn.__doc__ or "").split()) or key,  # one line, for tables
             reported=reported,
             expected=expected or reported,
             source=source,

@@ -18,13 +18,21 @@ NORM_GAINS = ("none", "scalar", "vector")
 QUERY_INITS = ("normal", "zero")
 UNEMBEDDING_INITS = ("default", "mup", "sp", "zero")
 ATTENTION_SCALES = ("inv_d", "inv_sqrt_d")
-OPTIMIZERS = ("adamw", "lion")
-WEIGHT_DECAY_MODES = ("coupled", "independent")
+EMBEDDING_LRS = ("default", "inv_wm")  # "default": the parameterization's rule (α); "inv_wm": α / wm
+OPTIMIZERS = ("adamw", "lion", "muon")
+WEIGHT_DECAY_MODES = ("coupled", "independent", "mup_adamw")
+WEIGHT_DECAY_TENSORS = ("matrices", "all")  # "matrices": embedding, hidden matrices, unembedding; "all": + gains, biases
 SCHEDULES = ("linear", "cosine", "wsd")
 
 # Bumped when training semantics change, so runs stored by an older harness are not mistaken for new ones.
 # 2: a seed is a whole replica (init and the order of training windows); validation is a fixed number of tokens.
 RUN_SEMANTICS_VERSION = 2
+# Fields added after the ablations' first version whose default keeps the earlier behaviour: they enter a run's
+# identity only when they differ from that default, so a run's hash does not change when such a field is added.
+ADDED_FIELD_DEFAULTS = {
+    "model": {"attention_logit_mult": 1.0, "unembedding_bias": False, "embedding_lr": "default"},
+    "train": {"weight_decay_tensors": "matrices", "eps_scaling": False},
+}
 # A run of a user's own model (`--model`) carries extra["byo_model"] (harness/byo); of that entry, what changes the
 # result: the factory's name, the SHA-256 of its source file, and whether it was re-initialised by the table.
 BYO_SPEC_KEY = "byo_model"
@@ -59,6 +67,9 @@ class ModelConfig:
     query_init: str = "normal"
     unembedding_init: str = "default"  # "default": what the parameterization says (μP 1/M, SP M^-1/2)
     attention_scale: str = "inv_d"
+    attention_logit_mult: float = 1.0  # a constant on every attention logit, on top of attention_scale
+    unembedding_bias: bool = False  # a bias on the unembedding (Lingle's b_u; LR α, zero init)
+    embedding_lr: str = "default"  # "default": the parameterization's embedding LR (α); "inv_wm": α / wm
     kv_heads: int | None = None  # None: one K/V head per query head; 1: multi-query attention
     rope_base: float = 10000.0
 
@@ -79,6 +90,10 @@ class ModelConfig:
         _choice("query_init", self.query_init, QUERY_INITS)
         _choice("unembedding_init", self.unembedding_init, UNEMBEDDING_INITS)
         _choice("attention_scale", self.attention_scale, ATTENTION_SCALES)
+        _choice("embedding_lr", self.embedding_lr, EMBEDDING_LRS)
+        if not (isinstance(self.attention_logit_mult, (int, float)) and math.isfinite(self.attention_logit_mult)
+                and self.attention_logit_mult > 0):
+            raise UserError(f"attention_logit_mult must be a positive number, got {self.attention_logit_mult!r}")
         if self.kv_heads is not None and (self.kv_heads < 1 or self.heads % self.kv_heads):
             raise UserError(f"kv_heads={self.kv_heads} must divide the {self.heads} query heads")
         if not self.mlp_ratio > 0 or not self.norm_eps > 0:
@@ -119,6 +134,8 @@ class TrainConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     weight_decay_mode: str = "coupled"
+    weight_decay_tensors: str = "matrices"  # which tensors decay: "matrices" (common practice) or "all" (Lingle's code)
+    eps_scaling: bool = False  # Adam ε × the tensor's LR multiplier (Lingle's later code; Everett et al. 2024)
     schedule: str = "linear"
     decay_fraction: float = 0.2  # WSD: the share of steps spent decaying at the end
     final_lr_fraction: float = 1e-4  # schedules start warmup from, and decay to, this fraction of the peak
@@ -142,6 +159,7 @@ class TrainConfig:
             raise UserError(f"warmup ({self.warmup}) must lie between 0 and steps ({self.steps})")
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("weight_decay_mode", self.weight_decay_mode, WEIGHT_DECAY_MODES)
+        _choice("weight_decay_tensors", self.weight_decay_tensors, WEIGHT_DECAY_TENSORS)
         _choice("schedule", self.schedule, SCHEDULES)
         if self.weight_decay < 0:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}")
@@ -167,6 +185,11 @@ class DataSpec:
     vocab_size: int
 
 
+def _without_added_defaults(fields: dict, section: str) -> dict:
+    defaults = ADDED_FIELD_DEFAULTS[section]
+    return {k: v for k, v in fields.items() if k not in defaults or v != defaults[k]}
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One training run, fully resolved. `ablation` and `parameterization` label it for analysis."""
@@ -185,8 +208,8 @@ class RunSpec:
         """
         out = {
             "semantics": RUN_SEMANTICS_VERSION,
-            "model": dataclasses.asdict(self.model),
-            "train": dataclasses.asdict(self.train),
+            "model": _without_added_defaults(dataclasses.asdict(self.model), "model"),
+            "train": _without_added_defaults(dataclasses.asdict(self.train), "train"),
             "data": {"sha256": self.data.sha256, "vocab_size": self.data.vocab_size},
         }
         if BYO_SPEC_KEY in self.extra:

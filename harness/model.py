@@ -65,7 +65,9 @@ class Attention(nn.Module):
         self.heads, self.kv_heads, self.head_dim = cfg.heads, cfg.n_kv_heads, cfg.head_dim
         self.rope_base = cfg.rope_base
         # μP scales logits by 1/D: with a fixed head dim this is a constant, but it keeps q·k O(1) as q and k align.
-        self.scale = 1.0 / cfg.head_dim if cfg.attention_scale == "inv_d" else cfg.head_dim**-0.5
+        # attention_logit_mult multiplies it (sp_attention_scale: √128, the paper's SP/μP ratio at any head dim).
+        scale = 1.0 / cfg.head_dim if cfg.attention_scale == "inv_d" else cfg.head_dim**-0.5
+        self.scale = scale * cfg.attention_logit_mult
         bias = cfg.projection_biases
         m, d = cfg.width, cfg.head_dim
         self.q = RoleLinear(m, self.heads * d, "attn_q", bias)
@@ -127,7 +129,7 @@ class Transformer(nn.Module):
         self.embed_norm = RMSNorm(cfg.width, cfg.norm_gains, cfg.norm_eps) if cfg.embedding_norm else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.final_norm = RMSNorm(cfg.width, cfg.norm_gains, cfg.norm_eps)
-        self.unembed = RoleLinear(cfg.width, cfg.vocab_size, "unembedding", bias=False)
+        self.unembed = RoleLinear(cfg.width, cfg.vocab_size, "unembedding", bias=cfg.unembedding_bias)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens)

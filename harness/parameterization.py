@@ -11,7 +11,17 @@ with M the width, wm = M / M_base, and fan_in the tensor's input dimension,
     bias                      0              α         0              α
 
 Under Adam this is equivalent to microsoft/mup's MuReadout + MuAdam. Model switches that override an init
-(zero query, unembedding variants) are applied in `init_std`, the single place a model asks.
+(zero query, unembedding variants) are applied in `init_std`, the single place a model asks; switches that override a
+learning rate (`embedding_lr`, the Muon optimizer) in `lr_mult`.
+
+Muon (torch.optim.Muon, on the hidden matrices only) has its own rule. Its orthogonalised update O has singular values
+≈ 1 at every width, and torch multiplies the rate by √max(1, fan_out/fan_in) (`adjust_lr_fn="original"`, Keller
+Jordan's factor), so the update's spectral norm is lr·√max(1, fan_out/fan_in): already what μP's spectral condition
+asks (Θ(√(fan_out/fan_in)), independent of width, since every hidden matrix keeps its aspect ratio as width grows). The
+μP-consistent rate is therefore a constant: α·0.2·√M_base, where 0.2·√M_base is Moonshot's AdamW-RMS-matching factor
+(0.2·√max(A, B)) taken once, at the base width's square matrix, so one α serves Muon and the AdamW tensors.
+Multiplying by μP's 1/wm as well ("double scaling", fixed in Megatron-LM PR #3715) would shrink Muon's updates as
+1/width; `adjust_lr_fn="match_rms_adamw"` alone would grow them as √width. Neither is done here.
 """
 from __future__ import annotations
 
@@ -57,6 +67,9 @@ ZERO = Formula("0", lambda f, m, b: 0.0)
 INV_SQRT_FAN_IN = Formula("fan_in^-1/2", lambda f, m, b: f**-0.5)
 INV_FAN_IN = Formula("1/fan_in", lambda f, m, b: 1.0 / f)
 INV_WIDTH_MULT = Formula("1/wm", lambda f, m, b: b / m)
+# Muon's hidden-matrix LR multiplier (see the module docstring): constant in width; torch adds √max(1, fan_out/fan_in).
+MUON_HIDDEN = Formula("0.2·√M_base (Muon adds √max(1,out/in))", lambda f, m, b: 0.2 * b**0.5)
+MUON_ADJUST_LR_FN = "original"
 
 _MATRIX_SP = Rule("normal", INV_SQRT_FAN_IN, ONE, True)
 _MATRIX_MUP = Rule("normal", INV_SQRT_FAN_IN, INV_WIDTH_MULT, True)
@@ -92,5 +105,14 @@ def init_std(cfg, role: str, fan_in: int) -> float:
     return rule(cfg.parameterization, role).std(fan_in, cfg.width, cfg.base_width)
 
 
-def lr_mult(cfg, role: str) -> float:
-    return rule(cfg.parameterization, role).lr_mult(0, cfg.width, cfg.base_width)
+def lr_formula(cfg, role: str, optimizer: str = "adamw") -> Formula:
+    """The LR multiplier's formula for `role`: the table's, unless a switch or the optimizer overrides it."""
+    if optimizer == "muon" and role in HIDDEN_ROLES:
+        return MUON_HIDDEN
+    if role == "embedding" and getattr(cfg, "embedding_lr", "default") == "inv_wm":
+        return INV_WIDTH_MULT
+    return rule(cfg.parameterization, role).lr_mult
+
+
+def lr_mult(cfg, role: str, optimizer: str = "adamw") -> float:
+    return lr_formula(cfg, role, optimizer)(0, cfg.width, cfg.base_width)

@@ -54,7 +54,9 @@ def train(spec: RunSpec, tokens: np.ndarray, device: str | torch.device = "cpu",
     if byo.is_byo(spec):  # a user's model (`--model`): built by its factory, LRs from its hook or inferred roles
         prepared = byo.build_for_spec(spec)
         model = prepared.model.to(device)
-        groups = prepared.groups(tc.lr, tc.weight_decay, tc.weight_decay_mode)
+        groups = prepared.groups(tc.lr, tc.weight_decay, tc.weight_decay_mode,
+                                 weight_decay_tensors=tc.weight_decay_tensors, optimizer=tc.optimizer, eps=tc.eps,
+                                 eps_scaling=tc.eps_scaling)
     else:
         model = build_model(cfg).to(device)
     opt = build_optimizer(
@@ -66,6 +68,8 @@ def train(spec: RunSpec, tokens: np.ndarray, device: str | torch.device = "cpu",
         betas=(tc.beta1, tc.beta2),
         eps=tc.eps,
         groups=groups,
+        weight_decay_tensors=tc.weight_decay_tensors,
+        eps_scaling=tc.eps_scaling,
     )
     batches = Batches(tokens, tc.batch_size, tc.seq_len, tc.steps, tc.eval_tokens, (tc.data_seed, tc.seed))
 

@@ -49,14 +49,16 @@ def uses_hook(model: nn.Module, parameterization: str) -> bool:
 
 
 def parameter_groups(model: nn.Module, infos: dict[str, TensorInfo], scale: Scale, lr: float,
-                     weight_decay: float = 0.0, weight_decay_mode: str = "coupled", label: str = "model") -> list[dict]:
-    """Optimizer groups: the model's own (`mup_parameter_groups`, under μP) or the table's by inferred role."""
+                     weight_decay: float = 0.0, weight_decay_mode: str = "coupled", label: str = "model",
+                     **table_options) -> list[dict]:
+    """Optimizer groups: the model's own (`mup_parameter_groups`, under μP) or the table's by inferred role
+    (`table_options`: harness.optim.parameter_groups' keyword options, e.g. weight_decay_tensors, optimizer)."""
     from harness.optim import parameter_groups as table_groups
 
     if uses_hook(model, scale.parameterization):
         return _hook_groups(model, lr, weight_decay, weight_decay_mode, label)
     roles = [(name, p, infos[name].role) for name, p in model.named_parameters() if p.requires_grad]
-    return table_groups(model, lr, weight_decay, weight_decay_mode, roles=roles, cfg=scale)
+    return table_groups(model, lr, weight_decay, weight_decay_mode, roles=roles, cfg=scale, **table_options)
 
 
 # Keys of a hook's group besides params, lr and weight_decay: HONOURED ones go to AdamW as the group's own settings;
@@ -94,6 +96,8 @@ def hook_sets_weight_decay(factory, width: int, label: str) -> bool:
 
 
 def _hook_groups(model, lr, weight_decay, weight_decay_mode, label) -> list[dict]:
+    from harness.optim import group_weight_decay
+
     try:
         groups = getattr(model, HOOK_GROUPS)(lr)
     except Exception as e:
@@ -119,7 +123,7 @@ def _hook_groups(model, lr, weight_decay, weight_decay_mode, label) -> list[dict
                                 f"run applies weight decay {weight_decay:g} ({weight_decay_mode}): drop weight_decay "
                                 "from the hook's groups to run weight-decay ablations")
         else:
-            wd = weight_decay if weight_decay_mode == "coupled" or not weight_decay else weight_decay / peak
+            wd = group_weight_decay(weight_decay_mode, weight_decay, lr, peak / lr) if weight_decay else 0.0
         extra = _optimizer_settings(group, i, wd, label)
         out.append({**extra, "params": params, "names": [names[id(p)] for p in params], "lr": peak, "peak_lr": peak,
                     "lr_mult": peak / lr, "weight_decay": wd})
@@ -139,8 +143,10 @@ class Prepared:
     label: str
     reinit: bool
 
-    def groups(self, lr: float, weight_decay: float = 0.0, weight_decay_mode: str = "coupled") -> list[dict]:
-        return parameter_groups(self.model, self.infos, self.scale, lr, weight_decay, weight_decay_mode, self.label)
+    def groups(self, lr: float, weight_decay: float = 0.0, weight_decay_mode: str = "coupled",
+               **table_options) -> list[dict]:
+        return parameter_groups(self.model, self.infos, self.scale, lr, weight_decay, weight_decay_mode, self.label,
+                                **table_options)
 
     @property
     def lr_source(self) -> str:

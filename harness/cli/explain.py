@@ -20,9 +20,10 @@ def add_parser(sub) -> None:
 def cmd_explain(args) -> int:
     import ablations
     from ablations.suites import apply_changes
-    from harness.config import ModelConfig
+    from harness.config import ModelConfig, TrainConfig
     from harness.model import build_model, parameter_roles
-    from harness.parameterization import init_std, lr_mult, rule
+    from harness.optim import parameter_groups
+    from harness.parameterization import init_std, lr_formula, rule
 
     preset = ablations.get_preset(args.preset)
     base = preset.base(args.parameterization)
@@ -30,17 +31,40 @@ def cmd_explain(args) -> int:
     if args.base_width is not None:
         recipe["model"]["base_width"] = args.base_width
     cfg = ModelConfig(width=args.width, **recipe["model"])
+    tc = TrainConfig(lr=1.0, **recipe["train"])
     model = build_model(cfg)
+    # the groups training builds at α = 1: each tensor's LR multiplier, ε and decay are read off them
+    groups = parameter_groups(model, 1.0, tc.weight_decay, tc.weight_decay_mode,
+                              weight_decay_tensors=tc.weight_decay_tensors, optimizer=tc.optimizer, eps=tc.eps,
+                              eps_scaling=tc.eps_scaling)
+    group_of = {name: g for g in groups for name in g["names"]}
+    decay_text = {"coupled": "α·mult·λ", "independent": "λ", "mup_adamw": "α·λ"}[tc.weight_decay_mode]
     rows = []
     for name, p, role, fan_in in parameter_roles(model):
-        r = rule(cfg.parameterization, role)
+        r, g = rule(cfg.parameterization, role), group_of[name]
         std = {"ones": "1 (const)", "zeros": "0 (const)"}.get(r.init) or f"{init_std(cfg, role, fan_in):.4g}"
+        optimizer = g.get("optimizer", "lion" if tc.optimizer == "lion" else "adamw")
+        eps = "–" if optimizer != "adamw" else f"{g.get('eps', tc.eps):.3g}"
         rows.append([name, "×".join(map(str, p.shape)), role, std, r.std.text if r.init == "normal" else r.init,
-                     f"{lr_mult(cfg, role):.4g}", r.lr_mult.text, "yes" if r.weight_decay else "no"])
+                     optimizer, f"{g['lr_mult']:.4g}", lr_formula(cfg, role, tc.optimizer).text, eps,
+                     decay_text if g["weight_decay"] else "no"])
     print(f"{args.ablation} · {cfg.parameterization} · width {cfg.width} · base width {cfg.base_width} "
-          f"(wm = {cfg.width_mult:g}) · depth {cfg.depth} · heads {cfg.heads}×{cfg.head_dim}")
-    print(text_table(["tensor", "shape", "role", "init std", "rule", "LR mult", "rule", "decay"], rows))
+          f"(wm = {cfg.width_mult:g}) · depth {cfg.depth} · heads {cfg.heads}×{cfg.head_dim} · "
+          f"attention logits × {_attention_scale(cfg)}")
+    print(f"optimizer {tc.optimizer} · weight decay λ = {tc.weight_decay:g} ({tc.weight_decay_mode}, "
+          f"{tc.weight_decay_tensors}; per-step decay s(t)·[decay]·p) · Adam ε {tc.eps:g}"
+          + (" × LR mult" if tc.eps_scaling else ""))
+    print(text_table(["tensor", "shape", "role", "init std", "rule", "optimizer", "LR mult", "rule", "Adam ε",
+                      "decay"], rows))
     return 0
+
+
+def _attention_scale(cfg) -> str:
+    text = "1/D" if cfg.attention_scale == "inv_d" else "1/√D"
+    if cfg.attention_logit_mult != 1:
+        text = f"{cfg.attention_logit_mult:.4g}·{text}"
+    value = (1 / cfg.head_dim if cfg.attention_scale == "inv_d" else cfg.head_dim**-0.5) * cfg.attention_logit_mult
+    return f"{text} = {value:.4g}"
 
 
 def _add_list(sub) -> None:
