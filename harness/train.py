@@ -7,6 +7,7 @@ back as `diverged` with final loss inf — a result for the analysis, never an e
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 
@@ -49,6 +50,7 @@ def train(spec: RunSpec, tokens: np.ndarray, device: str | torch.device = "cpu",
 
     device = torch.device(device)
     cfg, tc = spec.model, spec.train
+    kernels.reset_record()  # the record says what this run ran, not what earlier runs in this worker did
     torch.manual_seed(tc.seed)
     groups = None
     if byo.is_byo(spec):  # a user's model (`--model`): built by its factory, LRs from its hook or inferred roles
@@ -118,6 +120,12 @@ def train(spec: RunSpec, tokens: np.ndarray, device: str | torch.device = "cpu",
         "tokens_per_s": steps_done * tc.tokens_per_step / max(train_seconds, 1e-9),
         "train_seconds": train_seconds,
         "n_params": count_parameters(model),
-        "kernels": kernels.backend(device),
+        "kernels": _kernels_used(device),
         "curve": curve,
     }
+
+
+def _kernels_used(device: torch.device) -> str:
+    """What the store's `kernels` column says: the backend, and the Triton launch configs when any ran (JSON)."""
+    configs = kernels.configs_used()
+    return kernels.backend(device) + (" " + json.dumps(configs, sort_keys=True) if configs else "")

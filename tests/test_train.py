@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -64,3 +65,16 @@ def test_a_seed_is_a_replica_over_one_held_out_set(tokens):
     assert val(b0).numel() == 512
     a, b = train(spec(2**-6, seed=0), tokens), train(spec(2**-6, seed=1), tokens)
     assert a["final_val_loss"] != b["final_val_loss"]
+
+
+def test_the_run_record_names_the_kernels_and_the_triton_configs_it_ran(monkeypatch):
+    import kernels
+    from harness import train as train_module
+
+    monkeypatch.setattr(kernels, "configs_used", lambda: {})
+    assert train_module._kernels_used(torch.device("cpu")) == "torch"
+    used = {"flash_attn_fwd": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8}}
+    monkeypatch.setattr(kernels, "configs_used", lambda: used)
+    monkeypatch.setattr(kernels, "backend", lambda device: "triton")
+    record = train_module._kernels_used(torch.device("cuda"))
+    assert record.startswith("triton ") and json.loads(record.split(" ", 1)[1]) == used
