@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import errno
 import sys
 
 from harness.cli import analyze, bench, coord_check, explain, gate, report, run
@@ -42,3 +43,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:  # files are written atomically and runs stored in transactions: nothing half-written
+        print("\nmupbench: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # the disk, not the input: full, read-only, gone
+        print(f"mupbench: error: {os_error(e)}", file=sys.stderr)
+        return 2
+
+
+def os_error(e: OSError) -> str:
+    """One line for an OSError that reached the top: what failed on which file, and what to do."""
+    where = f" {e.filename}" if e.filename else ""
+    if e.errno == errno.ENOSPC:
+        return f"disk full while writing{where}: free some space and run the same command again (finished runs are kept)"
+    if e.errno == errno.EROFS:
+        return f"read-only file system:{where} cannot be written: choose a writable directory"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied:{where}: choose a directory you can write in"
+    return f"{e.strerror or e}{':' + where if where else ''}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from harness.cli.args import tolerance
 from harness.errors import UserError
 from reports.tables import text_table
 
@@ -11,7 +12,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("analyze", help="optimal LR per width and transfer verdicts of a sweep")
     p.add_argument("dir")
     p.add_argument("--json", action="store_true", help="print JSON: {'verdicts': [...]}")
-    p.add_argument("--tolerance", type=float, default=None, help="allowed spread of optima in log2 LR (default one grid step)")
+    p.add_argument("--tolerance", type=tolerance, default=None, help="allowed spread of optima in log2 LR (default one grid step)")
     p.set_defaults(func=cmd_analyze)
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from harness.cli import run
-from harness.cli.args import Parser, add_model_arguments
+from harness.cli.args import Parser, add_model_arguments, tolerance
 from harness.errors import UserError
 from harness.gate import DEFAULT_OPTIMUM_TOLERANCE, GateResult, evaluate, read_baseline
 from reports import junit
@@ -60,9 +60,9 @@ def add_parser(sub) -> None:
     p.add_argument("--baseline", default=None, metavar="RESULTS_JSON",
                    help="results.json of the main branch to compare with; written from this sweep if it does not exist")
     p.add_argument("--strict", action="store_true", help="improvements and warnings (inconclusive, incomplete) fail too")
-    p.add_argument("--tolerance", type=float, default=None,
+    p.add_argument("--tolerance", type=tolerance, default=None,
                    help="allowed spread of optima within a sweep, log2 LR (default one grid step)")
-    p.add_argument("--optimum-tolerance", type=float, default=DEFAULT_OPTIMUM_TOLERANCE,
+    p.add_argument("--optimum-tolerance", type=tolerance, default=DEFAULT_OPTIMUM_TOLERANCE,
                    help=f"how far an optimum may move from the baseline, log2 LR (default {DEFAULT_OPTIMUM_TOLERANCE:g})")
     p.add_argument("--junit", default=None, help="JUnit XML path (default DIR/junit.xml)")
     p.add_argument("--summary", default=None, help="markdown summary path (default DIR/summary.md)")

@@ -1,6 +1,8 @@
 """`mupbench report DIR`: the report of a finished or partial sweep; also written at the end of `mupbench run`."""
 from __future__ import annotations
 
+from harness.cli.args import tolerance
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="HTML report, results.json, summary.md and junit.xml of a sweep")
@@ -8,7 +10,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, metavar="PATH",
                    help="a directory for the four files, or the .html path with the others beside it "
                         "(default DIR/report/)")
-    p.add_argument("--tolerance", type=float, default=None, help="allowed spread of optima in log2 LR (default one grid step)")
+    p.add_argument("--tolerance", type=tolerance, default=None, help="allowed spread of optima in log2 LR (default one grid step)")
     p.set_defaults(func=cmd_report)
 
 
