@@ -37,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        return args.func(args)
+        try:
+            return args.func(args)
+        except SystemExit as e:
+            # A command returns its status; an exit from inside one is user code's (a model, an ablations file).
+            raise UserError(f"user code called sys.exit({e.code!r}) inside `mupbench {args.command}`: "
+                            "remove the exit from your model or ablations file") from None
     except UserError as e:
         print(f"mupbench: error: {e}", file=sys.stderr)
         return 2
