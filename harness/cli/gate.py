@@ -15,7 +15,7 @@ from reports import junit
 from reports import sweep as sweep_data
 from reports.results import results_document, write_results
 from reports.summary import summary_markdown, write_summary
-from reports.tables import text_table
+from reports.tables import markdown_code, markdown_text, text_table
 
 
 def write_baseline(path: Path, sweep) -> None:
@@ -45,11 +45,12 @@ def junit_cases(result: GateResult) -> list:
 
 
 def summary(result: GateResult, sweep_dir: Path, baseline_path: Path | None) -> str:
-    intro = [f"**{result.headline()}** · sweep `{sweep_dir}`"
-             + (f" · baseline `{baseline_path}`" if baseline_path else " · no baseline")]
+    intro = [f"**{markdown_text(result.headline())}** · sweep {markdown_code(sweep_dir)}"
+             + (f" · baseline {markdown_code(baseline_path)}" if baseline_path else " · no baseline")]
     if result.baseline_note:
-        intro.append(result.baseline_note)
-    notes = [f"`{c.name}` {f.severity}: {f.text}" for c in result.cases for f in c.findings if f.severity != "note"]
+        intro.append(markdown_text(result.baseline_note))
+    notes = [f"{markdown_code(c.name)} {f.severity}: {markdown_text(f.text)}"
+             for c in result.cases for f in c.findings if f.severity != "note"]
     notes.append("Δopt: the largest move of a width's optimal log2 LR from the baseline")
     return summary_markdown("mupbench gate", HEADERS, _rows(result), intro, notes)
 
