@@ -126,7 +126,13 @@ def check_split(spec: DataSpec, seq_len: int) -> None:
 
 def write(sweep_dir: Path, tokens: np.ndarray, spec: DataSpec) -> None:
     """Store the corpus in the sweep directory (atomically: tokens.npy, then tokens.json marks it complete)."""
-    atomic_write(sweep_dir / TOKEN_FILE, writer=lambda f: np.save(f, tokens))
+    tokens = np.ascontiguousarray(tokens)
+
+    def save(f) -> None:  # np.save's own writer reports a full disk without errno; a plain write says ENOSPC
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(tokens))
+        f.write(memoryview(tokens).cast("B"))
+
+    atomic_write(sweep_dir / TOKEN_FILE, writer=save)
     atomic_write(sweep_dir / META_FILE, json.dumps(asdict(spec), indent=1))
 
 

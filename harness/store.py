@@ -55,8 +55,10 @@ def atomic_write(path: str | Path, data: bytes | str | None = None, writer=None)
     directory, flushed and fsynced, then renamed over `path`. On any failure the temporary file is removed and `path`
     is untouched; OSError (disk full, read-only) propagates for the caller to report."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is for secrets; these files are a sweep's ordinary output
         with os.fdopen(fd, "wb") as f:
             if writer is not None:
                 writer(f)
@@ -65,9 +67,12 @@ def atomic_write(path: str | Path, data: bytes | str | None = None, writer=None)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:  # name the file asked for, not the temporary one
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -76,6 +81,12 @@ def atomic_write(path: str | Path, data: bytes | str | None = None, writer=None)
         finally:
             os.close(dir_fd)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def store_error(path: Path, e: sqlite3.Error) -> UserError:

@@ -13,26 +13,71 @@
 from __future__ import annotations
 
 import errno
+import signal
 import sys
 
-from harness.cli import analyze, bench, coord_check, explain, gate, report, run
 from harness.cli.args import Parser
 from harness.errors import UserError
 
-COMMANDS = [run, analyze, explain, report, coord_check, gate, bench]
+
+def commands() -> list:
+    """The command modules, imported when the parser is built: inside `main`, where Ctrl-C is handled."""
+    from harness.cli import analyze, bench, coord_check, explain, gate, report, run
+
+    return [run, analyze, explain, report, coord_check, gate, bench]
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="mupbench", description="μP learning-rate transfer benchmark")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
-    for command in COMMANDS:
+    for command in commands():
         command.add_parser(sub)
     return parser
 
 
+class _Interrupts:
+    """Ctrl-C raises KeyboardInterrupt as usual, and is remembered: library code that swallows the interrupt (an
+    import cut short) and then fails some other way still ends as an interrupt, exit 130, not a traceback."""
+
+    def __init__(self):
+        self.seen = False
+        self.previous = None
+
+    def __enter__(self):
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # leave an ignored SIGINT ignored
+            try:
+                self.previous = signal.signal(signal.SIGINT, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    with _Interrupts() as interrupts:
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:  # files are written atomically, runs stored in transactions: nothing half-written
+            print("\nmupbench: interrupted", file=sys.stderr)
+            return 130
+        except Exception:
+            if interrupts.seen:
+                print("\nmupbench: interrupted", file=sys.stderr)
+                return 130
+            raise
+
+
+def _main(argv: list[str] | None) -> int:
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
@@ -48,9 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
-    except KeyboardInterrupt:  # files are written atomically and runs stored in transactions: nothing half-written
-        print("\nmupbench: interrupted", file=sys.stderr)
-        return 130
     except OSError as e:  # the disk, not the input: full, read-only, gone
         print(f"mupbench: error: {os_error(e)}", file=sys.stderr)
         return 2
