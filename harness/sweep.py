@@ -294,9 +294,9 @@ def run_sweep(
     if progress:
         out.write(f"mupbench: {len(unique)} runs planned, {skipped} already stored, {len(todo)} to train "
                   f"on {plan.describe()}\n")
-        if kept_failed:
-            out.write(f"mupbench: {kept_failed} stored run(s) failed and are kept as failed: add --retry-failed to "
-                      "train them again\n")
+    if kept_failed:  # said even with --quiet: a re-run that trains nothing should say why
+        out.write(f"mupbench: {kept_failed} stored run(s) failed and are kept as failed: add --retry-failed to "
+                  "train them again\n")
     if not todo:
         store.close()
         return {"planned": len(unique), "skipped": skipped, "trained": 0, **store_counts(sweep_dir)}
