@@ -143,7 +143,7 @@ class Store:
             version = self._schema_version()
         except sqlite3.Error as e:
             if "not a database" in str(e).lower():
-                raise UserError(f"{self.path} is not a mupbench store ({e}): use a new --out directory") from None
+                raise UserError(f"{self.path} is not a readable mupbench store ({e}): use a new --out directory") from None
             raise store_error(self.path, e) from None
         if version is None:
             if not create:

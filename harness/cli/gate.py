@@ -80,6 +80,7 @@ def add_parser(sub) -> None:
     run.add_argument("--widths", default=None)
     run.add_argument("--lrs", default=None)
     run.add_argument("--data", default=None)
+    run.add_argument("--retry-failed", action="store_true", help="train the sweep's stored failed runs again")
     run.add_argument("--quiet", action="store_true")
     add_model_arguments(run)
     p.set_defaults(func=cmd_gate)
@@ -95,6 +96,7 @@ def _run_first(args, out: Path) -> int:
     for target in args.ablations:
         argv += ["--ablations", target]
     argv += ["--reinit"] if args.reinit else []
+    argv += ["--retry-failed"] if args.retry_failed else []
     argv += ["--quiet"] if args.quiet else []
     parser = Parser(prog="mupbench")
     run.add_parser(parser.add_subparsers(parser_class=Parser))
@@ -112,8 +114,10 @@ def cmd_gate(args) -> int:
     run_only = ("ablation", "preset", "model", "device", "workers", "seeds", "widths", "lrs", "data")
     if args.suite is None:
         given = [o for o in run_only if getattr(args, o) is not None] + (["ablations"] if args.ablations else [])
-        if given or args.reinit:
-            raise UserError(f"--{(given or ['reinit'])[0]} applies only with --suite (running a sweep first)")
+        flags = [f for f in ("reinit", "retry_failed") if getattr(args, f)]
+        if given or flags:
+            option = (given or flags)[0].replace("_", "-")
+            raise UserError(f"--{option} applies only with --suite (running a sweep first)")
         if not (sweep_dir / "mupbench.sqlite").exists():
             raise UserError(f"{sweep_dir} is not a mupbench sweep directory: run `mupbench run --out {sweep_dir}` "
                             "first, or give --suite to run one")

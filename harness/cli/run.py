@@ -53,6 +53,8 @@ def cmd_run(args) -> int:
 
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.vocab_size is not None and args.vocab_size < 1:
+        raise UserError(f"--vocab-size must be at least 1, got {args.vocab_size}")
     if args.reinit and args.model is None:
         raise UserError("--reinit applies only with --model")
     extend = args.extend_grid if args.extend_grid is not None else (0 if args.lrs else DEFAULT_GRID_EXTENSION)
