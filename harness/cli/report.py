@@ -15,8 +15,11 @@ def add_parser(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from reports.build import write_report  # plotting libraries load only when a report is written
+    from harness.sweep import check_writable
+    from reports.build import output_paths, write_report  # plotting libraries load only when a report is written
 
+    folder = output_paths(args.dir, args.out)["results.json"].parent
+    check_writable(folder, "--out" if args.out else "the report directory")  # before the work, not after it
     print_paths(write_report(args.dir, args.out, args.tolerance))
     return 0
 
