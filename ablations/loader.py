@@ -31,7 +31,7 @@ def _load(target: str) -> None:
         raise
     except ModuleNotFoundError as e:
         raise UserError(f"cannot import ablations module {target!r} ({e}): pass a .py path or fix PYTHONPATH") from None
-    except Exception as e:  # a user's file failing to import is a user error, reported on one line
+    except (Exception, SystemExit) as e:  # a user's file failing to import (or exiting) is a user error, on one line
         raise UserError(f"loading ablations from {target} failed: {type(e).__name__}: {e}") from None
 
 
@@ -40,7 +40,7 @@ def load_user_ablations(targets: list[str] = ()) -> None:
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise UserError(f"ablations entry point {ep.name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}") from None
     for target in targets:
         _load(target)

@@ -14,6 +14,7 @@ the same field can be refused when combined. Its docstring is its description.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 from dataclasses import dataclass
@@ -35,7 +36,13 @@ class Ablation:
     change: Callable[[dict], dict]
 
     def changes(self, base: dict) -> dict:
-        out = self.change(base)
+        """The fields this ablation changes; user code failing in any way (an exception, sys.exit) is a UserError."""
+        try:
+            out = self.change(copy.deepcopy(base))
+        except UserError:
+            raise
+        except (Exception, SystemExit) as e:
+            raise UserError(f"ablation {self.name!r} failed: {type(e).__name__}: {e}") from None
         if not isinstance(out, dict):
             raise UserError(f"ablation {self.name!r} must return a dict of dotted field changes, got {type(out).__name__}")
         for key in out:

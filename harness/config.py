@@ -44,6 +44,33 @@ def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
         raise UserError(f"{name}={value!r} is not one of: {', '.join(options)}")
 
 
+_TYPES = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "int | None": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "an integer or None"),
+}
+
+
+def _check_types(config) -> None:
+    """Every field of a config dataclass holds a value of its declared type (an ablation returning "30" for an int
+    field, or a non-finite float, is refused here rather than failing inside training)."""
+    for f in dataclasses.fields(config):
+        check = _TYPES.get(str(f.type))
+        value = getattr(config, f.name)
+        if check is not None and not check[0](value):
+            raise UserError(f"{f.name} must be {check[1]}, got {value!r} ({type(value).__name__})")
+
+
+def _in_range(name: str, value: float, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+    ok_low = value > low if low_open else value >= low
+    ok_high = value < high if high_open else value <= high
+    if not (ok_low and ok_high):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise UserError(f"{name} must lie in {interval}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A decoder-only pre-norm transformer (Lingle's μ-transfer baseline) and every switch the ablations turn.
@@ -76,6 +103,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         from harness.parameterization import PARAMETERIZATIONS
 
+        _check_types(self)
         for name in ("width", "depth", "head_dim", "vocab_size", "base_width"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -96,8 +124,17 @@ class ModelConfig:
             raise UserError(f"attention_logit_mult must be a positive number, got {self.attention_logit_mult!r}")
         if self.kv_heads is not None and (self.kv_heads < 1 or self.heads % self.kv_heads):
             raise UserError(f"kv_heads={self.kv_heads} must divide the {self.heads} query heads")
-        if not self.mlp_ratio > 0 or not self.norm_eps > 0:
-            raise UserError("mlp_ratio and norm_eps must be positive")
+        if not self.mlp_ratio > 0 or not self.norm_eps > 0 or not self.rope_base > 0:
+            raise UserError("mlp_ratio, norm_eps and rope_base must be positive")
+
+    def parameter_count(self) -> int:
+        """An upper bound on the trainable parameters, from the shapes alone (gains counted even when absent)."""
+        w, kv = self.width, self.n_kv_heads * self.head_dim
+        ff = self.ff_width * (2 if self.activation == "swiglu" else 1)
+        per_layer = 2 * w * w + 2 * w * kv + ff * w + self.ff_width * w + 2 * w
+        if self.projection_biases:
+            per_layer += 2 * w + 2 * kv + ff + w
+        return 2 * self.vocab_size * w + self.depth * per_layer + w
 
     @property
     def heads(self) -> int:
@@ -148,6 +185,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"learning rate must be a positive number, got {self.lr!r}")
+        _check_types(self)
         for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_tokens"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)!r}")
@@ -165,6 +203,16 @@ class TrainConfig:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 < self.decay_fraction <= 1:
             raise UserError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
+        _in_range("beta1", self.beta1, 0, 1, high_open=True)
+        _in_range("beta2", self.beta2, 0, 1, high_open=True)
+        _in_range("final_lr_fraction", self.final_lr_fraction, 0, 1)
+        if not self.eps > 0:
+            raise UserError(f"eps must be > 0, got {self.eps!r}")
+        if not self.grad_clip > 0:
+            raise UserError(f"grad_clip must be > 0, got {self.grad_clip!r}")
+        for name in ("seed", "data_seed"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
     @property
     def log2_lr(self) -> float:

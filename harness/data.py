@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import stat
 import sysconfig
 from dataclasses import asdict
 from pathlib import Path
@@ -24,10 +24,13 @@ import torch
 
 from harness.config import DataSpec
 from harness.errors import UserError
+from harness.store import atomic_write
 
 BLOCK = 1 << 16
 VALIDATION_EVERY = 10
+MIN_TOKENS = VALIDATION_EVERY * BLOCK  # the least that gives both splits a block
 TOKEN_FILE, META_FILE = "tokens.npy", "tokens.json"
+MAX_VOCAB = 1 << 31  # token ids are stored as at most uint32, and embedded by a model with this many rows at most
 
 
 def stdlib_sources() -> list[Path]:
@@ -39,6 +42,16 @@ def _bytes_of(paths: list[Path]) -> np.ndarray:
     return np.frombuffer(b"".join(p.read_bytes() for p in paths), dtype=np.uint8)
 
 
+def _regular_file(p: Path, path: str) -> None:
+    """Refuse what is not a regular file (a device like /dev/zero, a FIFO, a socket) before reading it forever."""
+    try:
+        mode = p.stat().st_mode
+    except OSError as e:
+        raise UserError(f"cannot read data file {path}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise UserError(f"data {path} is not a regular file or directory: point --data at text files or a token file")
+
+
 def load_tokens(path: str | None, vocab_size: int | None = None, dtype: str = "uint16") -> tuple[np.ndarray, int, str]:
     """(tokens, vocab size, name) from the default corpus (path None) or a user path.
 
@@ -48,6 +61,8 @@ def load_tokens(path: str | None, vocab_size: int | None = None, dtype: str = "u
     if path is None:
         return _bytes_of(stdlib_sources()), 256, "stdlib"
     p = Path(path)
+    if not p.is_dir():
+        _regular_file(p, path)
     try:
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file())
@@ -68,7 +83,11 @@ def load_tokens(path: str | None, vocab_size: int | None = None, dtype: str = "u
         raise UserError(f"cannot read data file {path}: {e.strerror if isinstance(e, OSError) else e}") from None
     if len(tokens) == 0:
         raise UserError(f"data file {path} is empty")
+    if tokens.dtype.kind == "i" and int(tokens.min()) < 0:
+        raise UserError(f"{path} holds negative token id {int(tokens.min())}: token ids must be 0 or more")
     top = int(tokens.max()) + 1
+    if top > MAX_VOCAB or (vocab_size is not None and not 1 <= vocab_size <= MAX_VOCAB):
+        raise UserError(f"{path}: a vocabulary of {vocab_size or top} tokens is outside 1…{MAX_VOCAB}: check the token file")
     if vocab_size is not None and top > vocab_size:
         raise UserError(f"{path} holds token id {top - 1}, outside --vocab-size {vocab_size}: raise the vocab size")
     return np.asarray(tokens), vocab_size or top, str(path)
@@ -77,27 +96,56 @@ def load_tokens(path: str | None, vocab_size: int | None = None, dtype: str = "u
 def describe(tokens: np.ndarray, vocab: int, name: str) -> tuple[np.ndarray, DataSpec]:
     """The tokens in their storage dtype and their spec (digest of the exact stored bytes)."""
     store_dtype = np.uint8 if vocab <= 256 else np.uint16 if vocab <= 65536 else np.uint32
+    if len(tokens) < MIN_TOKENS:
+        raise UserError(f"data {name} has {len(tokens)} tokens; at least {MIN_TOKENS} ({VALIDATION_EVERY} blocks of "
+                        f"{BLOCK}) are needed for a train/validation split: give more data")
     tokens = np.ascontiguousarray(tokens, dtype=store_dtype)
-    if len(tokens) < 4 * BLOCK:
-        raise UserError(f"data {name} has {len(tokens)} tokens; at least {4 * BLOCK} are needed for a train/validation split")
     spec = DataSpec(name=name, sha256=hashlib.sha256(tokens.tobytes()).hexdigest(), n_tokens=len(tokens), vocab_size=vocab)
     return tokens, spec
 
 
 def stored_spec(sweep_dir: Path) -> DataSpec | None:
+    """The corpus a sweep directory was prepared with, or None when it has none (or its tokens.json is unreadable: the
+    caller then prepares the corpus again and checks it against the runs already planned)."""
     meta = sweep_dir / META_FILE
-    return DataSpec(**json.loads(meta.read_text())) if meta.exists() else None
+    try:
+        return DataSpec(**json.loads(meta.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def check_split(spec: DataSpec, seq_len: int) -> None:
+    """Both splits hold at least one sequence of `seq_len` + 1 tokens (UserError otherwise)."""
+    blocks = spec.n_tokens // BLOCK
+    val = blocks // VALIDATION_EVERY * BLOCK
+    train = (blocks - blocks // VALIDATION_EVERY) * BLOCK
+    if min(val, train) < seq_len + 2:
+        raise UserError(f"data {spec.name} ({spec.n_tokens} tokens) leaves {val} validation and {train} training "
+                        f"tokens, too few for sequences of {seq_len}: give more data")
 
 
 def write(sweep_dir: Path, tokens: np.ndarray, spec: DataSpec) -> None:
-    """Store the corpus in the sweep directory (atomically), unless it is already there."""
-    if (sweep_dir / META_FILE).exists():
-        return
-    tmp = sweep_dir / (TOKEN_FILE + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, tokens)
-    os.replace(tmp, sweep_dir / TOKEN_FILE)
-    (sweep_dir / META_FILE).write_text(json.dumps(asdict(spec), indent=1))
+    """Store the corpus in the sweep directory (atomically: tokens.npy, then tokens.json marks it complete)."""
+    tokens = np.ascontiguousarray(tokens)
+
+    def save(f) -> None:  # np.save's own writer reports a full disk without errno; a plain write says ENOSPC
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(tokens))
+        f.write(memoryview(tokens).cast("B"))
+
+    atomic_write(sweep_dir / TOKEN_FILE, writer=save)
+    atomic_write(sweep_dir / META_FILE, json.dumps(asdict(spec), indent=1))
+
+
+def corpus_intact(sweep_dir: Path, spec: DataSpec) -> bool:
+    """Whether tokens.npy is readable and holds exactly the tokens `spec` names (its SHA-256)."""
+    try:
+        tokens = np.load(sweep_dir / TOKEN_FILE, mmap_mode="r")
+        return tokens.ndim == 1 and len(tokens) == spec.n_tokens and \
+            hashlib.sha256(np.ascontiguousarray(tokens).tobytes()).hexdigest() == spec.sha256
+    except (OSError, ValueError, EOFError):
+        return False
 
 
 class Batches:

@@ -8,12 +8,20 @@ Tables
 
 A run's row and its curve are written in one transaction, keyed by the run hash, so a process killed at any moment
 loses at most the runs in flight and a run is never stored twice. Workers write concurrently (WAL mode).
+
+Every SQLite failure leaves this module as a UserError naming the store and what is wrong with it (damaged, read-only,
+disk full). The other files of a sweep directory (corpus, reports) are written with `atomic_write`: a unique temporary
+name beside the target, fsync, rename — a reader sees the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
+import os
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +50,80 @@ CREATE TABLE IF NOT EXISTS metrics (
 """
 
 
+def atomic_write(path: str | Path, data: bytes | str | None = None, writer=None) -> Path:
+    """Write `data` (or whatever `writer(binary_file)` writes) to `path` atomically: a unique temporary file in the same
+    directory, flushed and fsynced, then renamed over `path`. On any failure the temporary file is removed and `path`
+    is untouched; OSError (disk full, read-only) propagates for the caller to report."""
+    path = Path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is for secrets; these files are a sweep's ordinary output
+        with os.fdopen(fd, "wb") as f:
+            if writer is not None:
+                writer(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:  # name the file asked for, not the temporary one
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def store_error(path: Path, e: sqlite3.Error) -> UserError:
+    """A one-line UserError saying what is wrong with the store at `path`."""
+    text = str(e)
+    low = text.lower()
+    if "full" in low or getattr(e, "sqlite_errorcode", None) == 13:  # SQLITE_FULL
+        return UserError(f"disk full while writing {path}: free some space and run the same command again "
+                         "(finished runs are kept)")
+    if "readonly" in low or "read-only" in low:
+        return UserError(f"{path} is read-only ({text}): make its directory writable, or copy the sweep elsewhere")
+    if "malformed" in low or "not a database" in low or "corrupt" in low:
+        return UserError(f"{path} is damaged ({text}): save what SQLite can with `sqlite3 {path} .recover`, or use a "
+                         "new --out directory")
+    if "locked" in low or "busy" in low:
+        return UserError(f"{path} stayed locked by another process ({text}): wait for it to finish and try again")
+    if "unable to open" in low:
+        return UserError(f"cannot open {path} ({text}): check that its directory exists and is readable")
+    return UserError(f"the store {path} failed: {text}")
+
+
+def _guarded(method):
+    """Turn a SQLite error (and an OSError from the disk) raised by a Store method into a one-line UserError."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise store_error(self.path, e) from None
+        except pd.errors.DatabaseError as e:  # pandas wraps SQLite's errors in read_sql_query
+            cause = e.__cause__ if isinstance(e.__cause__, sqlite3.Error) else sqlite3.DatabaseError(str(e))
+            raise store_error(self.path, cause) from None
+
+    return wrapper
+
+
 def _loss_out(value: float) -> float | None:
     return None if value is None or math.isnan(value) else value
 
@@ -54,28 +136,51 @@ class Store:
             if not create:
                 raise UserError(f"{self.dir} is not a mupbench sweep directory (no {STORE_FILE}): run `mupbench run --out {self.dir}` first")
             self.dir.mkdir(parents=True, exist_ok=True)
+        elif not self.path.is_file():
+            raise UserError(f"{self.path} is not a file: use a new --out directory")
         try:
-            self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA busy_timeout=60000")
+            self.conn = self._connect(create)
             version = self._schema_version()
-        except sqlite3.DatabaseError as e:
-            raise UserError(f"{self.path} is not a readable mupbench store ({e}): use a new --out directory") from None
+        except sqlite3.Error as e:
+            if "not a database" in str(e).lower():
+                raise UserError(f"{self.path} is not a readable mupbench store ({e}): use a new --out directory") from None
+            raise store_error(self.path, e) from None
         if version is None:
             if not create:
                 raise UserError(f"{self.path} holds no mupbench sweep: use a new --out directory")
-            self.conn.execute("BEGIN IMMEDIATE")
-            for stmt in _SCHEMA.strip().split(";"):
-                if stmt.strip():
-                    self.conn.execute(stmt)
-            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (json.dumps(time.time()),))
-            self.conn.execute("COMMIT")
+            self._create_schema()
         elif version != SCHEMA_VERSION:
             raise UserError(
                 f"{self.dir} was written by store schema {version}, this mupbench reads schema {SCHEMA_VERSION}: "
                 "use a new --out directory (or the mupbench version that wrote it)"
             )
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        """A read-write connection in WAL mode; for a reader of a store it cannot write (a read-only mount or file), a
+        read-only one, so status, analyze and report still work there."""
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            return conn
+        except sqlite3.OperationalError as e:
+            conn.close()
+            if create or "readonly" not in str(e).lower() and "unable to open" not in str(e).lower():
+                raise
+        self.read_only = True
+        return sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, isolation_level=None)
+
+    read_only = False
+
+    @_guarded
+    def _create_schema(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        for stmt in _SCHEMA.strip().split(";"):
+            if stmt.strip():
+                self.conn.execute(stmt)
+        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (json.dumps(time.time()),))
+        self.conn.execute("COMMIT")
 
     def _schema_version(self) -> int | None:
         has_meta = self.conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
@@ -91,14 +196,17 @@ class Store:
         self.conn.close()
 
     # meta ---------------------------------------------------------------------------------------------------------
+    @_guarded
     def get_meta(self, key: str, default=None):
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
+    @_guarded
     def set_meta(self, key: str, value) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     # plan ---------------------------------------------------------------------------------------------------------
+    @_guarded
     def add_plan(self, specs: list[RunSpec]) -> None:
         now = time.time()
         rows = [
@@ -107,17 +215,30 @@ class Store:
             for s in specs
         ]
         self.conn.execute("BEGIN")
-        self.conn.executemany("INSERT OR IGNORE INTO plan VALUES (?,?,?,?,?,?,?,?)", rows)
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.executemany("INSERT OR IGNORE INTO plan VALUES (?,?,?,?,?,?,?,?)", rows)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
 
+    @_guarded
     def planned(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT run_hash, ablation, parameterization, width, lr, seed, spec FROM plan", self.conn)
 
     # runs ---------------------------------------------------------------------------------------------------------
+    @_guarded
     def finished_hashes(self) -> set[str]:
         q = f"SELECT run_hash FROM runs WHERE status IN ({','.join('?' * len(FINISHED))})"
         return {r[0] for r in self.conn.execute(q, FINISHED)}
 
+    @_guarded
+    def statuses(self) -> dict[str, str]:
+        """run hash → stored status (ok, diverged or failed) of every stored run."""
+        return dict(self.conn.execute("SELECT run_hash, status FROM runs"))
+
+    @_guarded
     def record(self, spec: RunSpec, result: dict, env: dict) -> bool:
         """Store a run and its curve atomically. Returns False when the run was already stored as finished."""
         h = spec.run_hash
@@ -145,10 +266,12 @@ class Store:
             )
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # a failed COMMIT (disk full) has already rolled back
+                self.conn.execute("ROLLBACK")
             raise
         return True
 
+    @_guarded
     def runs(self) -> pd.DataFrame:
         """Every stored run; `final_val_loss` is inf for diverged runs."""
         df = pd.read_sql_query("SELECT * FROM runs ORDER BY ablation, parameterization, width, lr, seed", self.conn)
@@ -156,6 +279,7 @@ class Store:
         df.loc[df["status"] == "diverged", "final_val_loss"] = math.inf
         return df
 
+    @_guarded
     def curves(self, run_hashes: list[str] | None = None) -> pd.DataFrame:
         q = "SELECT run_hash, step, split, loss FROM metrics"
         if run_hashes is None:
@@ -163,6 +287,7 @@ class Store:
         marks = ",".join("?" * len(run_hashes))
         return pd.read_sql_query(f"{q} WHERE run_hash IN ({marks})", self.conn, params=list(run_hashes))
 
+    @_guarded
     def counts(self) -> dict:
         planned = self.conn.execute("SELECT COUNT(*) FROM plan").fetchone()[0]
         by_status = dict(self.conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())

@@ -7,15 +7,19 @@ Linux). The parent shows progress: runs done, running, failed, and an ETA from a
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
+import contextlib
 import ctypes
 import dataclasses
+import fcntl
+import json
 import math
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -118,12 +122,9 @@ def _die_with_parent() -> None:
             pass
 
 
-def _worker_init(device_queue, threads: int, sweep_dir: str, env: dict) -> None:
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and shuts the pool down
+def _worker_init(device: str, threads: int, sweep_dir: str, env: dict) -> None:
     from harness.data import open_tokens
 
-    device = device_queue.get()
     name = use_device(device, threads)
     _WORKER.update(device=device, store=Store(sweep_dir), tokens=open_tokens(Path(sweep_dir)),
                    env={**env, "device": name})
@@ -142,13 +143,13 @@ def use_device(device: str, threads: int) -> str:
 
 def train_spec(spec: RunSpec, tokens, device: str) -> dict:
     """Train one run and return its result record, writing nothing: the executor stores it (Store.record).
-    A crash in the run (a bug, out of memory) is a result too, `failed` with its traceback."""
+    A crash in the run (a bug, out of memory, user code exiting) is a result too, `failed` with its traceback."""
     from harness.train import train
 
     start = time.perf_counter()
     try:
         result = train(spec, tokens, device)
-    except Exception as e:  # a crash in one run is stored as failed; the sweep goes on
+    except (Exception, SystemExit) as e:  # a crash in one run is stored as failed; the sweep goes on
         result = {"status": "failed", "final_val_loss": None, "error": f"{type(e).__name__}: {e}",
                   "traceback": traceback.format_exc()}
     result["wall_s"] = time.perf_counter() - start
@@ -160,6 +161,35 @@ def _worker_run(spec_json: dict) -> tuple[str, str, float, float]:
     result = train_spec(spec, _WORKER["tokens"], _WORKER["device"])
     _WORKER["store"].record(spec, result, _WORKER["env"])
     return spec.run_hash, result["status"], result["wall_s"], result.get("final_val_loss") or float("nan")
+
+
+def _worker_main(conn, device: str, threads: int, sweep_dir: str, env: dict) -> None:
+    """A worker process: start up, say "ready", then train one run per message until told to stop (None).
+
+    What cannot be stored as a failed run (the store itself failing: disk full) goes back as ("fatal", message)."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
+    try:
+        _worker_init(device, threads, sweep_dir, env)
+        conn.send(("ready",))
+        while (task := conn.recv()) is not None:
+            conn.send(("done", *_worker_run(task)))
+    except EOFError:  # the parent is gone
+        pass
+    except BaseException as e:
+        conn.send(("fatal", str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"))
+
+
+def death_message(exitcode: int | None) -> str:
+    """Why a worker process ended in the middle of a run, for the run's stored error."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = ": out of memory?" if -exitcode == signal.SIGKILL else ""
+        return f"worker killed by {name}{hint} (re-run with --retry-failed to train it again)"
+    return f"worker exited with status {exitcode} during the run (re-run with --retry-failed to train it again)"
 
 
 # --- parent side --------------------------------------------------------------------------------------------------
@@ -213,8 +243,41 @@ class Progress:
         self.stream.flush()
 
 
+class _Worker:
+    """One worker process on one device, and the run it is training (None when idle)."""
+
+    def __init__(self, ctx, device: str, threads: int, sweep_dir: Path, env: dict):
+        self.device, self.spec, self.ready, self.started = device, None, False, 0.0
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, device, threads, str(sweep_dir), env),
+                                name=f"mupbench-worker-{device}")
+        self.proc.start()
+        child.close()
+
+    def give(self, spec: RunSpec) -> None:
+        self.spec, self.started = spec, time.perf_counter()
+        self.conn.send(spec.to_json())
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.proc.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+        self.proc.join(timeout=None if kill else 30)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+
+
 def stopped_message(stored: int) -> str:
     return f"\nmupbench: interrupted; {stored} run(s) stored, run the same command again to resume\n"
+
+
+MAX_WORKER_RESTARTS = 3  # a worker dying before it ever trained: this many fresh ones, then the sweep stops
 
 
 def run_sweep(
@@ -223,12 +286,20 @@ def run_sweep(
     device: str = "auto",
     workers: int | None = None,
     progress: bool = True,
+    retry_failed: bool = False,
     executor=None,
 ) -> dict:
-    """Plan `specs` into the store, train every unfinished one, and return counts. Resumable at any point.
+    """Plan `specs` into the store, train every one not stored yet (and the failed ones with `retry_failed`), and
+    return counts. Resumable at any point.
+
+    A worker process that dies in the middle of a run (the OOM killer, a segfault, user code calling os._exit) takes
+    only that run with it: the run is stored as failed with the cause, a fresh worker takes the dead one's place, and
+    the rest of the sweep goes on. A stored failure is a result like any other: it is not trained again unless
+    `retry_failed`, so a run that kills its worker every time cannot hold a sweep open forever.
 
     `executor` (e.g. harness.ray_executor.RayExecutor) trains the runs instead of local worker processes: it has
-    `describe()` and `train(store, specs, progress)`, which stores each result with `store.record` as it arrives."""
+    `describe()` and `train(store, specs, progress)`, which stores each result with `store.record` as it arrives.
+    """
     sweep_dir = Path(sweep_dir)
     plan = executor or plan_workers(device, workers)
     store = Store(sweep_dir, create=True)
@@ -236,14 +307,19 @@ def run_sweep(
     if model is not None:
         store.set_meta(byo.STORE_META_KEY, model)
     store.add_plan(specs)
-    finished = store.finished_hashes()
+    stored = store.statuses()
     unique = {s.run_hash: s for s in specs}
-    todo = sorted((s for h, s in unique.items() if h not in finished), key=run_cost, reverse=True)
+    kept_failed = 0 if retry_failed else sum(stored.get(h) == "failed" for h in unique)
+    todo = sorted((s for h, s in unique.items() if h not in stored or (retry_failed and stored[h] == "failed")),
+                  key=run_cost, reverse=True)
     skipped = len(unique) - len(todo)
     out = sys.stderr
     if progress:
         out.write(f"mupbench: {len(unique)} runs planned, {skipped} already stored, {len(todo)} to train "
                   f"on {plan.describe()}\n")
+    if kept_failed:  # said even with --quiet: a re-run that trains nothing should say why
+        out.write(f"mupbench: {kept_failed} stored run(s) failed and are kept as failed: add --retry-failed to "
+                  "train them again\n")
     if not todo:
         store.close()
         return {"planned": len(unique), "skipped": skipped, "trained": 0, **store_counts(sweep_dir)}
@@ -256,29 +332,61 @@ def run_sweep(
 
     n_workers = min(len(plan.devices), len(todo))
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    for d in plan.devices[:n_workers]:
-        queue.put(d)
+    env = environment()
     costs = {s.run_hash: run_cost(s) for s in todo}
     bar = Progress(len(todo), sum(costs.values()), n_workers, enabled=progress)
-    pool = cf.ProcessPoolExecutor(
-        max_workers=n_workers, mp_context=ctx, initializer=_worker_init,
-        initargs=(queue, plan.threads, str(sweep_dir), environment()),
-    )
+    pending = list(reversed(todo))  # pop() takes the most expensive first
+    pool = [_Worker(ctx, d, plan.threads, sweep_dir, env) for d in plan.devices[:n_workers]]
+    restarts = 0
     try:
-        futures = {pool.submit(_worker_run, s.to_json()): s for s in todo}
-        for fut in cf.as_completed(futures):
-            spec = futures[fut]
-            _, status, wall, loss = fut.result()
-            bar.update(spec, status, wall, loss, costs[spec.run_hash])
+        while pending or any(w.spec is not None for w in pool):
+            for w in pool:
+                if w.ready and w.spec is None and pending:
+                    w.give(pending.pop())
+            waiting = {w.conn: w for w in pool} | {w.proc.sentinel: w for w in pool}
+            for w in dict.fromkeys(waiting[r] for r in mp_connection.wait(list(waiting))):
+                message = None
+                try:
+                    if w.conn.poll():
+                        message = w.conn.recv()
+                except (EOFError, OSError):
+                    pass
+                if message is None:  # the worker is gone
+                    w.proc.join()
+                    if w.spec is None:
+                        restarts += 1
+                        if not w.ready and restarts > MAX_WORKER_RESTARTS:
+                            raise UserError(f"worker processes on {w.device} keep dying as they start "
+                                            f"({death_message(w.proc.exitcode)}): see the messages above")
+                    else:
+                        spec = w.spec
+                        wall = time.perf_counter() - w.started
+                        store.record(spec, {"status": "failed", "final_val_loss": None, "wall_s": wall,
+                                            "error": death_message(w.proc.exitcode)}, {**env, "device": w.device})
+                        bar.update(spec, "failed", wall, math.nan, costs[spec.run_hash])
+                    w.conn.close()
+                    pool[pool.index(w)] = _Worker(ctx, w.device, plan.threads, sweep_dir, env)
+                elif message[0] == "ready":
+                    w.ready = True
+                elif message[0] == "done":
+                    _, _, status, wall, loss = message
+                    bar.update(w.spec, status, wall, loss, costs[w.spec.run_hash])
+                    w.spec = None
+                else:  # ("fatal", why): the worker could not start or could not store a result
+                    raise UserError(message[1])
     except KeyboardInterrupt:
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            proc.kill()
+        for w in pool:
+            w.stop(kill=True)
         out.write(stopped_message(int(bar.done)))
         raise
+    except BaseException:
+        for w in pool:
+            w.stop(kill=True)
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         store.close()
+    for w in pool:
+        w.stop()
     return {"planned": len(unique), "skipped": skipped, "trained": len(todo), **store_counts(sweep_dir)}
 
 
@@ -442,16 +550,128 @@ def check_directory(out: Path, preset: str, model: dict | None) -> None:
 
 
 def sweep_data(out: Path, path: str | None, vocab_size: int | None, dtype: str):
-    """(DataSpec, tokens to write or None): the directory's stored corpus, or the one `path` names (default stdlib)."""
+    """(DataSpec, tokens to write or None): the directory's stored corpus, or the one `path` names (default stdlib).
+
+    A stored corpus whose tokens.npy is missing or damaged is prepared again from its source when that still gives the
+    same tokens (same SHA-256), and refused otherwise; a damaged tokens.json is recovered from the planned runs."""
+    import numpy as np
+
     from harness import data
 
-    spec = data.stored_spec(out)
+    spec = data.stored_spec(out) or _planned_data(out)
     if spec is None:
         tokens, spec = data.describe(*data.load_tokens(path, vocab_size, dtype))
         return spec, tokens
     if path is not None and spec.name != str(path):
         raise UserError(f"{out} was prepared from data {spec.name!r}, not {path!r}: use another --out")
-    return spec, None
+    if data.corpus_intact(out, spec):
+        # intact tokens; a damaged tokens.json is written again from the planned runs' spec
+        return spec, (None if data.stored_spec(out) == spec else np.load(out / data.TOKEN_FILE))
+    source = None if spec.name == "stdlib" else spec.name
+    try:
+        tokens, rebuilt = data.describe(*data.load_tokens(source, spec.vocab_size, dtype))
+    except UserError as e:
+        raise UserError(f"{out}/{data.TOKEN_FILE} is missing or damaged and its source cannot be read again ({e}): "
+                        "restore the file, or use a new --out") from None
+    if rebuilt.sha256 != spec.sha256:
+        raise UserError(f"{out}/{data.TOKEN_FILE} is missing or damaged, and its source {spec.name} now gives other "
+                        f"tokens (sha256 {rebuilt.sha256[:12]}, the sweep's {spec.sha256[:12]}): restore the data, or "
+                        "use a new --out")
+    return spec, tokens
+
+
+def _planned_data(out: Path):
+    """The corpus the runs already planned in `out` were planned with (when tokens.json is gone), or None."""
+    from harness.config import DataSpec
+
+    if not (out / "mupbench.sqlite").exists():
+        return None
+    store = Store(out)
+    try:
+        plan = store.planned()
+    finally:
+        store.close()
+    return DataSpec(**json.loads(plan["spec"].iloc[0])["data"]) if len(plan) else None
+
+
+LOCK_FILE = "mupbench.lock"
+
+
+@contextlib.contextmanager
+def locked(out: Path):
+    """Hold the sweep directory for one `mupbench run` (flock on DIR/mupbench.lock, released when the process ends,
+    however it ends); a second one on the same directory is refused with one line."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            raise UserError(f"another `mupbench run` (pid {holder}) is running in {out}: wait for it to finish, "
+                            "or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_writable(path: Path, option: str = "--out") -> None:
+    """`path` is, or can be made, a directory this process can write in (UserError otherwise): checked by creating
+    and removing an empty directory in it or in its nearest existing ancestor, so nothing is left behind."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == path else f"lies under the file {existing}"
+        raise UserError(f"{option} {path} {where}: give a directory path")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".mupbench-probe-"))
+    except OSError as e:
+        raise UserError(f"{option} {path}: cannot write in {existing} ({e.strerror}): choose a writable directory") from None
+
+
+def machine_memory() -> int:
+    """Physical memory of this machine in bytes (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def memory_needed(spec: RunSpec) -> float:
+    """A rough lower bound on a run's memory in bytes: fp32 weights, gradients and two optimizer moments, plus the
+    activations of one step (per layer about 34·width + 5·heads·seq values per token, and the logits)."""
+    cfg, tc = spec.model, spec.train
+    tokens = tc.batch_size * tc.seq_len
+    activations = tokens * (cfg.depth * (34 * cfg.width + 5 * cfg.heads * tc.seq_len) + 3 * cfg.vocab_size) * 4
+    return 16.0 * cfg.parameter_count() + activations
+
+
+def check_plan(specs: list[RunSpec], plan: WorkerPlan) -> None:
+    """The checks of a resolved plan that need more than one config: the data splits into sequences of every
+    spec's length, and the largest run fits the memory one worker has (UserError otherwise)."""
+    from harness import data
+
+    for seq_len, spec in {s.train.seq_len: s for s in specs}.items():
+        data.check_split(spec.data, seq_len)
+    built_in = [s for s in specs if not byo.is_byo(s)]  # a user's model's size is its factory's business
+    if not built_in:
+        return
+    worst = max(built_in, key=memory_needed)
+    device = plan.devices[0]
+    if device.startswith("cuda"):
+        import torch
+
+        have = torch.cuda.get_device_properties(torch.device(device)).total_memory / plan.devices.count(device)
+    else:
+        have = machine_memory() / len(plan.devices)
+    need = memory_needed(worst)
+    if have and need > have:
+        raise UserError(f"{worst.ablation} at width {worst.model.width} needs at least {need / 2**30:.3g} GiB "
+                        f"({worst.model.parameter_count():.3g} parameters), more than the {have / 2**30:.3g} GiB one "
+                        f"worker has on {device}: choose smaller --widths (or fewer --workers)")
 
 
 def record_sweep(out: Path, tokens, data_spec, preset: str, suite: str, ablation_info: dict, seeds: int = 1) -> None:
@@ -472,11 +692,14 @@ def record_sweep(out: Path, tokens, data_spec, preset: str, suite: str, ablation
 
 
 def run_with_extensions(out: Path, specs: list[RunSpec], extend: int, device: str = "auto", workers: int | None = None,
-                        progress: bool = True, on_extend=None, seeds: int = 1, executor=None) -> list[RunSpec]:
-    """Train `specs` (the coarse grid, seed 0), then, round by round from the stored runs: chase edge optima up to
-    `extend` grid points per side (`on_extend(new_specs)` is told of each such round), and run seeds 1…seeds-1 on
-    each width's optimum neighbourhood (seed_neighbourhoods). Returns every spec of the sweep, extensions included."""
-    run_sweep(out, specs, device=device, workers=workers, progress=progress, executor=executor)
+                        progress: bool = True, on_extend=None, seeds: int = 1, executor=None,
+                        retry_failed: bool = False) -> list[RunSpec]:
+    """Train `specs` (the coarse grid, seed 0; their stored failures again with `retry_failed`), then, round by round
+    from the stored runs: chase edge optima up to `extend` grid points per side (`on_extend(new_specs)` is told of each
+    such round), and run seeds 1…seeds-1 on each width's optimum neighbourhood (seed_neighbourhoods). Returns every
+    spec of the sweep, extensions included."""
+    run_sweep(out, specs, device=device, workers=workers, progress=progress, executor=executor,
+              retry_failed=retry_failed)
     rounds = 0
     while True:
         store = Store(out)

@@ -404,7 +404,7 @@ def _fill(v: Verdict, j: Judgement, tables: list[_Width], group_grid: np.ndarray
     regret = j.regret[0]
     v.transfer_regret = None if np.isnan(regret) else float(regret)
     v.regret_within_noise = bool(j.regret_within_noise[0]) if v.transfer_regret is not None else None
-    half, sd = j.half_width[0], j.drift_sd[0]
+    half = j.half_width[0]
     if v.drift_per_doubling is not None and np.isfinite(half):
         v.drift_interval = (v.drift_per_doubling - float(half), v.drift_per_doubling + float(half))
         # the true drift this sweep calls `shifts` about 80% of the time: past both the interval's half-width and δ,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.store import atomic_write
 from reports import junit, results, summary
 from reports.html import render_html
 from reports.sweep import load
@@ -33,7 +34,7 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None, tolerance
     page = render_html(sweep, document)
     paths["report.html"].parent.mkdir(parents=True, exist_ok=True)
     paths["results.json"].parent.mkdir(parents=True, exist_ok=True)
-    paths["report.html"].write_text(page, encoding="utf-8")
+    atomic_write(paths["report.html"], page)
     results.write_results(paths["results.json"], document)
     summary.write_summary(paths["summary.md"], summary.sweep_summary(sweep, document))
     junit.write_junit(paths["junit.xml"], junit.verdict_cases(document["verdicts"]), suite_name=_suite_name(document))

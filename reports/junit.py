@@ -10,9 +10,12 @@
 """
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+
+from harness.store import atomic_write
 
 
 @dataclass
@@ -44,28 +47,37 @@ def verdict_cases(entries: list[dict], classname_prefix: str = "mupbench") -> li
     return cases
 
 
+# Characters XML 1.0 cannot carry at all, escaped or not: C0 controls but tab, newline and CR; surrogates; U+FFFE/F.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(text) -> str:
+    """`text` with every character XML cannot hold written as \\xNN (ElementTree escapes <, > and & itself)."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
 def junit_xml(cases: list[Case], suite_name: str = "mupbench") -> str:
     failures = sum(c.failure is not None for c in cases)
     skipped = sum(c.failure is None and c.skipped is not None for c in cases)
     total_time = sum(c.time for c in cases)
-    attrs = {"name": suite_name, "tests": str(len(cases)), "failures": str(failures), "errors": "0",
+    attrs = {"name": xml_text(suite_name), "tests": str(len(cases)), "failures": str(failures), "errors": "0",
              "skipped": str(skipped), "time": f"{total_time:.3f}"}
     root = ET.Element("testsuites", attrs)
     suite = ET.SubElement(root, "testsuite", attrs)
     for c in cases:
-        el = ET.SubElement(suite, "testcase", {"name": c.name, "classname": c.classname, "time": f"{c.time:.3f}"})
+        el = ET.SubElement(suite, "testcase", {"name": xml_text(c.name), "classname": xml_text(c.classname),
+                                               "time": f"{c.time:.3f}"})
         if c.failure is not None:
-            ET.SubElement(el, "failure", {"message": _first_line(c.failure), "type": "AssertionError"}).text = c.failure
+            failure = xml_text(c.failure)
+            ET.SubElement(el, "failure", {"message": _first_line(failure), "type": "AssertionError"}).text = failure
         elif c.skipped is not None:
-            ET.SubElement(el, "skipped", {"message": _first_line(c.skipped)})
+            ET.SubElement(el, "skipped", {"message": _first_line(xml_text(c.skipped))})
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
 def write_junit(path: str | Path, cases: list[Case], suite_name: str = "mupbench") -> Path:
-    path = Path(path)
-    path.write_text(junit_xml(cases, suite_name), encoding="utf-8")
-    return path
+    return atomic_write(path, junit_xml(cases, suite_name))
 
 
 def _first_line(text: str) -> str:

@@ -235,7 +235,7 @@ def overview_figure(entries: list[dict], columns: int = 6) -> bytes:
                 ax.set_ylim(c - span / 2, c + span / 2)
             title_color = AGREEMENT_COLOR["disagree"] if worst == "disagree" else "black"
             mark = {"disagree": " ✗", "inconclusive": " ?"}.get(worst, "")
-            ax.set_title(_shorten(name, 26) + mark, color=title_color, fontsize=8.5, loc="left")
+            ax.set_title(plain_text(_shorten(name, 26)) + mark, color=title_color, fontsize=8.5, loc="left")
             ax.tick_params(labelsize=7, pad=1)
         if all_widths:
             for ax in axes[-1]:
@@ -249,6 +249,11 @@ def overview_figure(entries: list[dict], columns: int = 6) -> bytes:
         handles.append(Line2D([], [], color="grey", ls=":", label="inconclusive"))
         fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False, fontsize=8)
         return png(fig)
+
+
+def plain_text(text) -> str:
+    """A user's string (an ablation or module name) shown as written: `$` would start matplotlib's mathtext."""
+    return str(text).replace("$", r"\$")
 
 
 def _shorten(text: str, n: int) -> str:
@@ -294,7 +299,7 @@ def coord_check_figure(check: dict) -> bytes:
             ax.set_xticks(widths)
             ax.set_xticklabels([str(w) for w in widths])
             ax.minorticks_off()
-        handles = [Line2D([], [], color=colors[m], marker="o", markersize=3, label=m) for m in modules]
+        handles = [Line2D([], [], color=colors[m], marker="o", markersize=3, label=plain_text(m)) for m in modules]
         if failed:
             handles.append(Line2D([], [], color="grey", ls="--", lw=2.0, label="slope check failed"))
         fig.legend(handles=handles, loc="outside right upper", frameon=False, fontsize=7)

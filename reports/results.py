@@ -10,6 +10,8 @@ import math
 import time
 from pathlib import Path
 
+from harness.store import atomic_write
+
 SCHEMA_ID = "mupbench.results/2"
 SCHEMA_FILE = Path(__file__).with_name("results.schema.json")
 
@@ -35,9 +37,7 @@ def results_document(sweep) -> dict:
 
 
 def write_results(path: str | Path, document: dict) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps(document, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
-    return path
+    return atomic_write(path, json.dumps(document, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def load_schema() -> dict:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from reports.tables import drift_text, fmt, markdown_table, regret_text
+from harness.store import atomic_write
+from reports.tables import drift_text, fmt, markdown_code, markdown_table, markdown_text, regret_text
 
 AGREEMENT_MARK = {"agree": "✅ agree", "disagree": "❌ disagree", "inconclusive": "⚠️ inconclusive",
                   "no expectation": "no expectation"}
@@ -13,7 +14,7 @@ AGREEMENT_MARK = {"agree": "✅ agree", "disagree": "❌ disagree", "inconclusiv
 def summary_markdown(title: str, headers: list[str], rows: list[list], intro: list[str] = (),
                      notes: list[str] = ()) -> str:
     """A '### title' heading, intro lines, a markdown table, then notes as a bullet list."""
-    parts = [f"### {title}"]
+    parts = [f"### {markdown_text(title)}"]
     if intro:
         parts.append("\n".join(intro))
     parts.append(markdown_table(headers, rows) if rows else "_nothing to show yet_")
@@ -32,12 +33,14 @@ def sweep_summary(sweep, results: dict) -> str:
     title = f"mupbench · {', '.join(meta['suites']) or 'sweep'} · {meta['preset'] or '?'}"
     judged = ", ".join(f"{n} {k}" for k, n in tally.items() if n)
     corpus = meta["corpus"]
+    text = markdown_text  # names, paths and devices come from the user and the machine
     intro = [
         f"**{judged or 'no verdicts yet'}** (of {len(entries)} verdicts) · "
         f"{c['finished']}/{c['planned']} runs finished ({c['diverged']} diverged, {c['failed']} failed)"
         + ("" if c["complete"] else " · **sweep incomplete**"),
-        f"device {', '.join(meta['devices']) or '?'} · torch {', '.join(meta['versions'].get('torch', ['?']))} · "
-        f"rev {', '.join(meta['git_revs']) or '?'} · corpus {corpus['name'] + ' ' + corpus['sha256'][:12] if corpus else '?'}",
+        text(f"device {', '.join(meta['devices']) or '?'} · torch {', '.join(meta['versions'].get('torch', ['?']))} · "
+             f"rev {', '.join(meta['git_revs']) or '?'} · "
+             f"corpus {corpus['name'] + ' ' + corpus['sha256'][:12] if corpus else '?'}"),
     ]
     rows = []
     for e in entries:
@@ -48,7 +51,7 @@ def sweep_summary(sweep, results: dict) -> str:
             *[fmt(opt.get(str(w))) for w in widths], drift_text(e["drift_per_doubling"], e["drift_interval"]),
             regret_text(math.inf if e["regret_diverged"] else e["transfer_regret"]), e["strict_transfer"], e["n_seeds"],
         ])
-    notes = [f"`{e['ablation']}` {e['parameterization']}: {e['reason']}"
+    notes = [f"{markdown_code(e['ablation'])} {text(e['parameterization'])}: {text(e['reason'])}"
              for e in entries if e["agreement"] in ("disagree", "inconclusive") or not e["complete"]]
     delta = entries[0]["tolerance"] if entries else None
     notes.append("w*N*: optimal log2 LR at width *N*; drift: log2 LR per width doubling with its 90% interval over seeds "
@@ -61,6 +64,4 @@ def sweep_summary(sweep, results: dict) -> str:
 
 
 def write_summary(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.write_text(text, encoding="utf-8")
-    return path
+    return atomic_write(path, text)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -26,9 +27,24 @@ def text_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def markdown_text(text) -> str:
+    """A string shown in markdown on one line, with HTML escaped and pipes escaped, so a name like `<img src=x>` or
+    `a|b` can neither inject markup nor split a table cell."""
+    text = " ".join(str(text).split())
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+
+def markdown_code(text) -> str:
+    """`text` as an inline code span on one line (a backtick inside it cannot close the span, a pipe cannot split a
+    table cell)."""
+    text = " ".join(str(text).split()).replace("|", "¦")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if "`" in text else f"{fence}{text}{fence}"
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     def cell(c) -> str:
-        return (c if isinstance(c, str) else fmt(c)).replace("|", "\\|")
+        return markdown_text(c if isinstance(c, str) else fmt(c))
 
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]

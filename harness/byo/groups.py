@@ -100,7 +100,7 @@ def _hook_groups(model, lr, weight_decay, weight_decay_mode, label) -> list[dict
 
     try:
         groups = getattr(model, HOOK_GROUPS)(lr)
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise UserError(f"--model {label}: {HOOK_GROUPS}({lr:g}) raised {type(e).__name__}: {e}") from None
     names = {id(p): n for n, p in model.named_parameters()}
     seen: dict[int, str] = {}

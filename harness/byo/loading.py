@@ -77,7 +77,7 @@ def _import_file(path: Path, spec: str):
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
         module_spec.loader.exec_module(module)
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # user code: an exception or an exit is one line
         sys.modules.pop(name, None)
         raise UserError(f"--model {spec}: importing {path} failed: {type(e).__name__}: {e}") from None
     module.__mupbench_sha256__ = _digest(path)
@@ -92,7 +92,7 @@ def _import_module(name: str, spec: str):
             sys.path.insert(0, str(Path.cwd()))
             return _import_module(name, spec)
         raise UserError(f"--model {spec}: cannot import {name!r}: pass a file path or fix PYTHONPATH") from None
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # user code: an exception or an exit is one line
         raise UserError(f"--model {spec}: importing {name} failed: {type(e).__name__}: {e}") from None
 
 
@@ -119,7 +119,7 @@ def call_factory(factory, width: int, label: str, device: str | torch.device | N
         else:
             with torch.device(device):
                 model = factory(width)
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # user code: an exception or an exit is one line
         raise UserError(f"--model {label}: factory({width}) raised {type(e).__name__}: {e}") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"--model {label}: factory({width}) returned {type(model).__name__}, not an nn.Module")
@@ -132,7 +132,7 @@ def check_forward(model: nn.Module, label: str, vocab_size: int | None = None) -
     try:
         with torch.no_grad():
             out = model(tokens)
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # user code: an exception or an exit is one line
         raise UserError(f"--model {label}: forward on token ids of shape (2, 8) raised {type(e).__name__}: {e}") from None
     if not isinstance(out, torch.Tensor) or out.ndim != 3 or tuple(out.shape[:2]) != (2, 8):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

@@ -12,33 +12,99 @@
 """
 from __future__ import annotations
 
+import errno
+import signal
 import sys
 
-from harness.cli import analyze, bench, coord_check, explain, gate, report, run
 from harness.cli.args import Parser
 from harness.errors import UserError
 
-COMMANDS = [run, analyze, explain, report, coord_check, gate, bench]
+
+def commands() -> list:
+    """The command modules, imported when the parser is built: inside `main`, where Ctrl-C is handled."""
+    from harness.cli import analyze, bench, coord_check, explain, gate, report, run
+
+    return [run, analyze, explain, report, coord_check, gate, bench]
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="mupbench", description="μP learning-rate transfer benchmark")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
-    for command in COMMANDS:
+    for command in commands():
         command.add_parser(sub)
     return parser
 
 
+class _Interrupts:
+    """Ctrl-C raises KeyboardInterrupt as usual, and is remembered: library code that swallows the interrupt (an
+    import cut short) and then fails some other way still ends as an interrupt, exit 130, not a traceback."""
+
+    def __init__(self):
+        self.seen = False
+        self.previous = None
+
+    def __enter__(self):
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # leave an ignored SIGINT ignored
+            try:
+                self.previous = signal.signal(signal.SIGINT, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    with _Interrupts() as interrupts:
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:  # files are written atomically, runs stored in transactions: nothing half-written
+            print("\nmupbench: interrupted", file=sys.stderr)
+            return 130
+        except Exception:
+            if interrupts.seen:
+                print("\nmupbench: interrupted", file=sys.stderr)
+                return 130
+            raise
+
+
+def _main(argv: list[str] | None) -> int:
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        return args.func(args)
+        try:
+            return args.func(args)
+        except SystemExit as e:
+            # A command returns its status; an exit from inside one is user code's (a model, an ablations file).
+            raise UserError(f"user code called sys.exit({e.code!r}) inside `mupbench {args.command}`: "
+                            "remove the exit from your model or ablations file") from None
     except UserError as e:
         print(f"mupbench: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0
+    except OSError as e:  # the disk, not the input: full, read-only, gone
+        print(f"mupbench: error: {os_error(e)}", file=sys.stderr)
+        return 2
+
+
+def os_error(e: OSError) -> str:
+    """One line for an OSError that reached the top: what failed on which file, and what to do."""
+    where = f" {e.filename}" if e.filename else ""
+    if e.errno == errno.ENOSPC:
+        return f"disk full while writing{where}: free some space and run the same command again (finished runs are kept)"
+    if e.errno == errno.EROFS:
+        return f"read-only file system:{where} cannot be written: choose a writable directory"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied:{where}: choose a directory you can write in"
+    return f"{e.strerror or e}{':' + where if where else ''}"

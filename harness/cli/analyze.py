@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 
+from harness.cli.args import tolerance
 from harness.errors import UserError
 from harness.transfer import DEFAULT_TOLERANCE
 from reports.tables import drift_text, regret_text, text_table
@@ -13,7 +14,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("analyze", help="optimal LR per width and transfer verdicts of a sweep")
     p.add_argument("dir")
     p.add_argument("--json", action="store_true", help="print JSON: {'verdicts': [...]}")
-    p.add_argument("--tolerance", type=float, default=None,
+    p.add_argument("--tolerance", type=tolerance, default=None,
                    help=f"δ: the drift of the optimum (log2 LR per width doubling) that still counts as transferring "
                         f"(default {DEFAULT_TOLERANCE:g})")
     p.set_defaults(func=cmd_analyze)

@@ -36,8 +36,21 @@ def learning_rate(text: str, option: str) -> float:
         value = 2.0 ** float(text[2:]) if text.startswith("2^") else float(text)
     except ValueError:
         raise UserError(f"{option}: {text!r} is not a number (write 0.004 or 2^-8)") from None
+    except OverflowError:
+        raise UserError(f"{option}: learning rate {text} is too large to represent: use one at most 1") from None
     if not (math.isfinite(value) and value > 0):
         raise UserError(f"{option}: learning rate {text} must be > 0")
+    return value
+
+
+def tolerance(text: str) -> float:
+    """argparse type of --tolerance-like options: a finite number >= 0 (checked before anything runs)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0")
     return value
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from harness.errors import UserError
 from reports.tables import text_table
 
 
@@ -24,6 +25,7 @@ def cmd_explain(args) -> int:
     from harness.model import build_model, parameter_roles
     from harness.optim import parameter_groups
     from harness.parameterization import init_std, lr_formula, rule
+    from harness.sweep import machine_memory
 
     preset = ablations.get_preset(args.preset)
     base = preset.base(args.parameterization)
@@ -31,6 +33,10 @@ def cmd_explain(args) -> int:
     if args.base_width is not None:
         recipe["model"]["base_width"] = args.base_width
     cfg = ModelConfig(width=args.width, **recipe["model"])
+    need, have = 4 * cfg.parameter_count(), machine_memory()
+    if have and need > have / 2:
+        raise UserError(f"width {cfg.width} has {cfg.parameter_count():.3g} parameters ({need / 2**30:.3g} GiB in fp32), "
+                        f"more than this machine's memory ({have / 2**30:.3g} GiB) can explain: choose a smaller --width")
     tc = TrainConfig(lr=1.0, **recipe["train"])
     model = build_model(cfg)
     # the groups training builds at α = 1: each tensor's LR multiplier, ε and decay are read off them

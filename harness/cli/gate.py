@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from harness.cli import run
-from harness.cli.args import Parser, add_model_arguments
+from harness.cli.args import Parser, add_model_arguments, tolerance
 from harness.errors import UserError
 from harness.gate import DEFAULT_OPTIMUM_TOLERANCE, GateResult, evaluate, read_baseline
 from harness.transfer import DEFAULT_TOLERANCE
@@ -16,7 +16,7 @@ from reports import junit
 from reports import sweep as sweep_data
 from reports.results import results_document, write_results
 from reports.summary import summary_markdown, write_summary
-from reports.tables import text_table
+from reports.tables import markdown_code, markdown_text, text_table
 
 
 def write_baseline(path: Path, sweep) -> None:
@@ -46,11 +46,12 @@ def junit_cases(result: GateResult) -> list:
 
 
 def summary(result: GateResult, sweep_dir: Path, baseline_path: Path | None) -> str:
-    intro = [f"**{result.headline()}** · sweep `{sweep_dir}`"
-             + (f" · baseline `{baseline_path}`" if baseline_path else " · no baseline")]
+    intro = [f"**{markdown_text(result.headline())}** · sweep {markdown_code(sweep_dir)}"
+             + (f" · baseline {markdown_code(baseline_path)}" if baseline_path else " · no baseline")]
     if result.baseline_note:
-        intro.append(result.baseline_note)
-    notes = [f"`{c.name}` {f.severity}: {f.text}" for c in result.cases for f in c.findings if f.severity != "note"]
+        intro.append(markdown_text(result.baseline_note))
+    notes = [f"{markdown_code(c.name)} {f.severity}: {markdown_text(f.text)}"
+             for c in result.cases for f in c.findings if f.severity != "note"]
     notes.append("Δopt: the largest move of a width's optimal log2 LR from the baseline")
     return summary_markdown("mupbench gate", HEADERS, _rows(result), intro, notes)
 
@@ -61,10 +62,10 @@ def add_parser(sub) -> None:
     p.add_argument("--baseline", default=None, metavar="RESULTS_JSON",
                    help="results.json of the main branch to compare with; written from this sweep if it does not exist")
     p.add_argument("--strict", action="store_true", help="improvements and warnings (inconclusive, incomplete) fail too")
-    p.add_argument("--tolerance", type=float, default=None,
+    p.add_argument("--tolerance", type=tolerance, default=None,
                    help="δ: the drift of the optimum, log2 LR per width doubling, that still counts as transferring "
                         f"(default {DEFAULT_TOLERANCE:g})")
-    p.add_argument("--optimum-tolerance", type=float, default=DEFAULT_OPTIMUM_TOLERANCE,
+    p.add_argument("--optimum-tolerance", type=tolerance, default=DEFAULT_OPTIMUM_TOLERANCE,
                    help=f"how far an optimum may move from the baseline, log2 LR (default {DEFAULT_OPTIMUM_TOLERANCE:g})")
     p.add_argument("--junit", default=None, help="JUnit XML path (default DIR/junit.xml)")
     p.add_argument("--summary", default=None, help="markdown summary path (default DIR/summary.md)")
@@ -83,6 +84,7 @@ def add_parser(sub) -> None:
     run.add_argument("--widths", default=None)
     run.add_argument("--lrs", default=None)
     run.add_argument("--data", default=None)
+    run.add_argument("--retry-failed", action="store_true", help="train the sweep's stored failed runs again")
     run.add_argument("--quiet", action="store_true")
     add_model_arguments(run)
     p.set_defaults(func=cmd_gate)
@@ -99,6 +101,7 @@ def _run_first(args, out: Path) -> int:
     for target in args.ablations:
         argv += ["--ablations", target]
     argv += ["--reinit"] if args.reinit else []
+    argv += ["--retry-failed"] if args.retry_failed else []
     argv += ["--quiet"] if args.quiet else []
     parser = Parser(prog="mupbench")
     run.add_parser(parser.add_subparsers(parser_class=Parser))
@@ -117,8 +120,9 @@ def cmd_gate(args) -> int:
                 "data")
     if args.suite is None:
         given = [o for o in run_only if getattr(args, o) is not None] + (["ablations"] if args.ablations else [])
-        if given or args.reinit:
-            option = (given or ["reinit"])[0].replace("_", "-")
+        flags = [f for f in ("reinit", "retry_failed") if getattr(args, f)]
+        if given or flags:
+            option = (given or flags)[0].replace("_", "-")
             raise UserError(f"--{option} applies only with --suite (running a sweep first)")
         if not (sweep_dir / "mupbench.sqlite").exists():
             raise UserError(f"{sweep_dir} is not a mupbench sweep directory: run `mupbench run --out {sweep_dir}` "

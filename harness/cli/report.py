@@ -1,6 +1,7 @@
 """`mupbench report DIR`: the report of a finished or partial sweep; also written at the end of `mupbench run`."""
 from __future__ import annotations
 
+from harness.cli.args import tolerance
 from harness.transfer import DEFAULT_TOLERANCE
 
 
@@ -10,15 +11,18 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, metavar="PATH",
                    help="a directory for the four files, or the .html path with the others beside it "
                         "(default DIR/report/)")
-    p.add_argument("--tolerance", type=float, default=None,
+    p.add_argument("--tolerance", type=tolerance, default=None,
                    help="δ: the drift of the optimum, log2 LR per width doubling, that still counts as transferring "
                         f"(default {DEFAULT_TOLERANCE:g})")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
-    from reports.build import write_report  # plotting libraries load only when a report is written
+    from harness.sweep import check_writable
+    from reports.build import output_paths, write_report  # plotting libraries load only when a report is written
 
+    folder = output_paths(args.dir, args.out)["results.json"].parent
+    check_writable(folder, "--out" if args.out else "the report directory")  # before the work, not after it
     print_paths(write_report(args.dir, args.out, args.tolerance))
     return 0
 

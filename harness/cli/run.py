@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from harness.cli.analyze import print_verdicts
-from harness.cli.args import add_model_arguments, select_entries
+from harness.cli.args import add_model_arguments, select_entries, tolerance
 from harness.cli.report import print_paths
 from harness.errors import UserError
 from harness.transfer import DEFAULT_TOLERANCE
@@ -40,12 +40,14 @@ def add_parser(sub) -> None:
     p.add_argument("--data", default=None, help="text file, directory, or token file (.bin/.npy); default: stdlib sources")
     p.add_argument("--vocab-size", type=int, default=None, help="vocab size of a token file (default: max id + 1)")
     p.add_argument("--data-dtype", default="uint16", help="dtype of a .bin token file: uint16 | uint32")
-    p.add_argument("--tolerance", type=float, default=None,
+    p.add_argument("--tolerance", type=tolerance, default=None,
                    help="δ: the drift of the optimum, log2 LR per width doubling, that still counts as transferring "
                         f"(default {DEFAULT_TOLERANCE:g})")
     p.add_argument("--extend-grid", type=int, default=None, metavar="N",
                    help="where a width's optimum sits on the edge of the LR grid, add up to N more grid points beyond "
                         "it, one at a time (default 2 on a preset's grid, 0 with --lrs; 0 keeps the grid fixed)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="train the stored failed runs again (a failed run is kept as a result otherwise)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     add_model_arguments(p)
     p.set_defaults(func=cmd_run)
@@ -57,13 +59,13 @@ def add_parser(sub) -> None:
 
 def cmd_run(args) -> int:
     import ablations
-    from harness import byo, sweep
+    from harness import byo, data, sweep
     from reports.build import write_report
 
     if args.seeds is not None and args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
-    if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance >= 0):
-        raise UserError(f"--tolerance must be a number >= 0, got {args.tolerance}")
+    if args.vocab_size is not None and args.vocab_size < 1:
+        raise UserError(f"--vocab-size must be at least 1, got {args.vocab_size}")
     if args.reinit and args.model is None:
         raise UserError("--reinit applies only with --model")
     extend = args.extend_grid if args.extend_grid is not None else (0 if args.lrs else DEFAULT_GRID_EXTENSION)
@@ -73,9 +75,10 @@ def cmd_run(args) -> int:
         raise UserError("--ray-address applies only with --executor ray")
     suite, preset, entries = select_entries(args)
     seeds = args.seeds or preset.seeds
-    if args.executor == "local":
-        sweep.plan_workers(args.device, args.workers)  # validates the device before anything is written
+    # validates the device before anything is written (a Ray cluster's devices are its own: the executor checks them)
+    plan = sweep.plan_workers(args.device, args.workers) if args.executor == "local" else None
     out = Path(args.out or f"runs/{suite.name}-{preset.name}")
+    sweep.check_writable(out)
     model = byo.resolve(args.model).to_json(args.reinit) if args.model else None
     sweep.check_directory(out, preset.name, model)
     if model is not None:
@@ -86,21 +89,34 @@ def cmd_run(args) -> int:
                            labels={"suite": suite.name, "preset": preset.name})
     if model is not None:
         specs = byo.with_model(specs, model)
+    if plan is not None:
+        sweep.check_plan(specs, plan)
     executor = _executor(args)  # connects to Ray (or says why it cannot) before anything is written
-    # everything above validated the input; from here on we write
-    sweep.record_sweep(out, tokens, data_spec, preset.name, suite.name, ablation_info(a for a, _ in entries), seeds)
+    # everything above validated the input; from here on we write, holding the directory against a second `run`
     try:
-        sweep.run_with_extensions(out, specs, extend, device=args.device, workers=args.workers,
-                                  progress=not args.quiet, on_extend=_print_extensions, seeds=seeds,
-                                  executor=executor)
-    except KeyboardInterrupt:
-        return 130
+        with sweep.locked(out):
+            sweep.check_directory(out, preset.name, model)  # another run may have prepared it since we looked
+            if data.stored_spec(out) not in (None, data_spec):
+                raise UserError(f"another `mupbench run` prepared {out} with other data meanwhile: run the command again")
+            sweep.record_sweep(out, tokens, data_spec, preset.name, suite.name, ablation_info(a for a, _ in entries),
+                               seeds)
+            try:
+                sweep.run_with_extensions(out, specs, extend, device=args.device, workers=args.workers,
+                                          progress=not args.quiet, on_extend=_print_extensions, seeds=seeds,
+                                          executor=executor, retry_failed=args.retry_failed)
+            except KeyboardInterrupt:
+                return 130
     finally:
         if executor is not None:
             executor.close()
     print(f"sweep directory: {out}")
     status = print_verdicts(out, args.tolerance)
     print_paths(write_report(out, None, args.tolerance))
+    counts = sweep.store_counts(out)
+    if not counts["ok"] + counts["diverged"]:
+        print(f"mupbench: no run finished ({counts['failed']} failed): see `mupbench status {out}` and the errors "
+              "stored with the runs", file=sys.stderr)
+        return 1
     return status
 
 
@@ -187,8 +203,19 @@ def cmd_status(args) -> int:
         done = runs[runs["run_hash"].isin(group["run_hash"])]
         rows.append([abl, param, len(group), int((done["status"] == "ok").sum()),
                      int((done["status"] == "diverged").sum()), int((done["status"] == "failed").sum()),
-                     len(group) - int(done["status"].isin(["ok", "diverged"]).sum())])
+                     len(group) - len(done)])
     print(text_table(["ablation", "param", "planned", "ok", "diverged", "failed", "pending"], rows))
+    failed = runs[runs["status"] == "failed"]
+    for _, r in failed.head(MAX_ERRORS_SHOWN).iterrows():
+        error = str(r["error"] or "?").splitlines()[0] if str(r["error"] or "").strip() else "?"
+        print(f"  failed: {r['ablation']}/{r['parameterization']} width {r['width']} lr 2^{r['log2_lr']:g} "
+              f"seed {r['seed']}: {error}")
+    if len(failed) > MAX_ERRORS_SHOWN:
+        print(f"  … and {len(failed) - MAX_ERRORS_SHOWN} more failed runs")
     finished = counts["ok"] + counts["diverged"]
-    print(f"\n{finished}/{counts['planned']} runs finished ({counts['failed']} failed)")
+    kept = " (kept as results: `mupbench run --retry-failed` trains them again)" if counts["failed"] else ""
+    print(f"\n{finished}/{counts['planned']} runs finished, {counts['failed']} failed{kept}")
     return 0
+
+
+MAX_ERRORS_SHOWN = 10

@@ -11,6 +11,7 @@ import torch
 
 from harness.coord_check.fit import AttentionScale, Record, Slope, fit_attention_scales, fit_decay, fit_slopes
 from harness.coord_check.record import BATCH_SIZE, SEQ_LEN, fixed_batch, measure
+from harness.store import atomic_write
 
 SCHEMA = "mupbench.coord_check/2"
 FILE_NAME = "coord_check.json"
@@ -148,8 +149,6 @@ def document(checks: list[Check]) -> dict:
 
 
 def write(path: str | Path, checks: list[Check]) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps(document(checks), indent=1, allow_nan=False) + "\n")
-    return path
+    return atomic_write(path, json.dumps(document(checks), indent=1, allow_nan=False) + "\n")
 
 

@@ -1,0 +1,363 @@
+"""Fault injection: bad input of every kind is refused before anything is written (one line, exit 2); a killed worker,
+a second `run`, damaged files, a full or read-only disk and Ctrl-C end in one accurate line and lose no stored run.
+
+Most cases need no training (validation, synthetic stores written with Store.record); two train a few cpu-micro runs
+of a tiny user model. Mount-based cases (tmpfs, read-only bind) need root and skip without it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_cli
+from test_gate import SHIFTS, TRANSFERS, make_sweep
+
+from harness import data, sweep
+from harness.cli import main
+from harness.config import RunSpec
+from harness.errors import UserError
+from harness.store import Store
+
+MICRO = ["--preset", "cpu-micro", "--quiet"]
+TINY_SWEEP = ["--suite", "pr", "--ablation", "baseline", "--widths", "16", "--lrs", "2^-6,2^-5", "--workers", "1"]
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mupbench: error: "), err
+    return lines[0]
+
+
+def refused(argv, capsys, out: Path | None = None) -> str:
+    assert main(argv) == 2
+    if out is not None:
+        assert not out.exists(), f"{out} was written before the input was refused"
+    return one_line_error(capsys)
+
+
+# --- bad input, refused before anything is written -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "short.txt").write_bytes(b"x" * 300_000)  # passes "not empty", cannot be split into train and validation
+    negative = np.arange(700_000, dtype=np.int64) % 300
+    negative[3] = -7
+    np.save(d / "negative.npy", negative)
+    (d / "a_file").write_text("not a directory")
+    (d / "ablations.py").write_text(textwrap.dedent('''
+        from ablations import ablation
+
+        def _register(name, change):
+            ablation(name, reported="unknown", source="test")(change)
+
+        _register("string_steps", lambda base: {"train.steps": "30"})
+        _register("beta_above_one", lambda base: {"train.beta1": 1.5})
+        _register("negative_eps", lambda base: {"train.eps": -1e-8})
+        _register("negative_data_seed", lambda base: {"train.data_seed": -1})
+        _register("negative_final_lr", lambda base: {"train.final_lr_fraction": -0.1})
+
+        def _raise(base):
+            raise RuntimeError("boom")
+
+        def _exit(base):
+            raise SystemExit(0)
+
+        _register("raises", _raise)
+        _register("exits", _exit)
+    '''))
+    model = (ROOT / "examples" / "my_model.py").read_text()
+    (d / "exit_at_import.py").write_text(model + "\nimport sys\nsys.exit(0)\n")
+    (d / "exit_in_factory.py").write_text(model + "\n\ndef exits(width):\n    import sys\n    sys.exit(3)\n")
+    return d
+
+
+CASES = {  # name: (argv after `run`, a fragment of the message)
+    "lr overflow": (["--lrs", "2^2000"], "too large"),
+    "lr zero": (["--lrs", "0"], "must be > 0"),
+    "negative tolerance": (["--tolerance", "-1"], "--tolerance"),
+    "infinite tolerance": (["--tolerance", "inf"], "--tolerance"),
+    "huge width": (["--widths", "1000000"], "GiB"),
+    "zero seeds": (["--seeds", "0"], "--seeds"),
+    "device zero": (["--data", "/dev/zero"], "not a regular file"),
+    "short text": (["--data", "{d}/short.txt"], "train/validation split"),
+    "negative token ids": (["--data", "{d}/negative.npy"], "negative token id"),
+    "ablation value of the wrong type": (["--ablations", "{d}/ablations.py", "--ablation", "string_steps"], "integer"),
+    "beta1 out of range": (["--ablations", "{d}/ablations.py", "--ablation", "beta_above_one"], "beta1"),
+    "negative eps": (["--ablations", "{d}/ablations.py", "--ablation", "negative_eps"], "eps"),
+    "negative data seed": (["--ablations", "{d}/ablations.py", "--ablation", "negative_data_seed"], "data_seed"),
+    "negative final lr": (["--ablations", "{d}/ablations.py", "--ablation", "negative_final_lr"], "final_lr_fraction"),
+    "ablation raises": (["--ablations", "{d}/ablations.py", "--ablation", "raises"], "RuntimeError: boom"),
+    "ablation exits": (["--ablations", "{d}/ablations.py", "--ablation", "exits"], "SystemExit"),
+    "model exits at import": (["--model", "{d}/exit_at_import.py:build"], "SystemExit"),
+    "model exits in factory": (["--model", "{d}/exit_in_factory.py:exits"], "SystemExit: 3"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_run_input_is_refused_before_writing(case, bad_files, corpus_file, tmp_path, capsys):
+    extra, fragment = CASES[case]
+    extra = [a.format(d=bad_files) for a in extra]
+    data_args = [] if "--data" in extra else ["--data", str(corpus_file)]
+    out = tmp_path / "sweep"
+    line = refused(["run", *MICRO, "--out", str(out), *data_args, *extra], capsys, out)
+    assert fragment in line
+
+
+@pytest.mark.parametrize("where, fragment", [
+    ("{d}/a_file", "is a file"),
+    ("{d}/a_file/below", "lies under the file"),
+    ("/proc/mupbench-test", "cannot write"),
+])
+def test_unusable_out_is_refused(where, fragment, bad_files, corpus_file, capsys):
+    out = where.format(d=bad_files)
+    line = refused(["run", *MICRO, "--data", str(corpus_file), "--out", out], capsys)
+    assert fragment in line
+
+
+@pytest.mark.parametrize("argv", [
+    ["explain", "--width", "1000000"],
+    ["analyze", "DIR", "--tolerance", "inf"],
+    ["report", "DIR", "--tolerance", "nan"],
+    ["gate", "DIR", "--optimum-tolerance", "-1"],
+])
+def test_other_commands_refuse_bad_numbers(argv, tmp_path, capsys):
+    d = make_sweep(tmp_path / "s", {("baseline", "mup"): TRANSFERS})
+    refused([str(d) if a == "DIR" else a for a in argv], capsys)
+
+
+def test_gate_with_an_exiting_model_is_not_green(bad_files, corpus_file, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["gate", "--suite", "smoke", *MICRO, "--data", str(corpus_file), "--out", str(out),
+            "--model", f"{bad_files}/exit_at_import.py:build"]
+    assert "SystemExit" in refused(argv, capsys, out)
+
+
+# --- the sweep directory: a lock, and damaged files --------------------------------------------------------------
+def test_a_second_run_on_a_locked_directory_is_refused(corpus_file, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    with sweep.locked(out):
+        line = refused(["run", *MICRO, *TINY_SWEEP, "--data", str(corpus_file), "--out", str(out)], capsys)
+    assert f"pid {os.getpid()}" in line and "another `mupbench run`" in line
+    assert not (out / "mupbench.sqlite").exists() and not (out / data.TOKEN_FILE).exists()
+    with sweep.locked(out):  # released when the holder is done
+        pass
+
+
+def _prepared(out: Path, source: Path):
+    spec, tokens = sweep.sweep_data(out, str(source), None, "uint16")
+    sweep.record_sweep(out, tokens, spec, "cpu-micro", "pr", {})
+    return spec
+
+
+def test_missing_or_damaged_corpus_is_rebuilt_from_its_source(corpus_file, tmp_path):
+    out, source = tmp_path / "sweep", tmp_path / "corpus.txt"
+    source.write_bytes(corpus_file.read_bytes())
+    spec = _prepared(out, source)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    (out / data.TOKEN_FILE).unlink()
+    again, tokens = sweep.sweep_data(out, None, None, "uint16")
+    assert again == spec and tokens is not None  # rebuilt: the same digest
+    sweep.record_sweep(out, tokens, spec, "cpu-micro", "pr", {})
+    assert data.corpus_intact(out, spec)
+
+    (out / data.META_FILE).write_text('{"name": "trunc')  # a truncated tokens.json: recovered from the plan
+    store = Store(out)
+    store.add_plan([sweep_spec(spec)])
+    store.close()
+    assert sweep.sweep_data(out, None, None, "uint16")[0] == spec
+
+    with open(out / data.TOKEN_FILE, "r+b") as f:  # damaged, and the source changed since: refused
+        f.truncate(1000)
+    source.write_bytes(source.read_bytes() + b"# edited\n")
+    with pytest.raises(UserError, match="now gives other tokens"):
+        sweep.sweep_data(out, None, None, "uint16")
+
+
+def sweep_spec(data_spec):
+    from harness.config import ModelConfig, RunSpec, TrainConfig
+
+    return RunSpec("baseline", ModelConfig(width=16, head_dim=8), TrainConfig(lr=0.01), data_spec)
+
+
+def test_damaged_store_is_one_line_for_every_command(tmp_path, capsys):
+    d = make_sweep(tmp_path / "s", {("baseline", "mup"): TRANSFERS, ("baseline", "sp"): SHIFTS})
+    with open(d / "mupbench.sqlite", "r+b") as f:
+        f.seek(2 * 4096)
+        f.write(os.urandom(3 * 4096))
+    for argv in (["status", d], ["analyze", d], ["report", d], ["gate", d]):
+        assert "is damaged" in refused([str(a) for a in argv], capsys)
+
+
+def test_store_errors_name_their_cause(tmp_path):
+    from harness.store import store_error
+
+    path = tmp_path / "mupbench.sqlite"
+    assert "disk full" in str(store_error(path, sqlite3.OperationalError("database or disk is full")))
+    assert "read-only" in str(store_error(path, sqlite3.OperationalError("attempt to write a readonly database")))
+    assert "damaged" in str(store_error(path, sqlite3.DatabaseError("database disk image is malformed")))
+
+
+def _mount(*args) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs or a read-only bind needs root")
+    done = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount here: {done.stderr.strip()}")
+
+
+@pytest.fixture
+def mounts():
+    mounted: list[Path] = []
+    yield mounted
+    for point in reversed(mounted):
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def test_read_only_store_is_readable_and_writes_fail_in_one_line(tmp_path, mounts, capsys):
+    d = make_sweep(tmp_path / "s", {("baseline", "mup"): TRANSFERS, ("baseline", "sp"): SHIFTS})
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _mount("--bind", "-o", "ro", str(d), str(ro))
+    mounts.append(ro)
+    assert main(["status", str(ro)]) == 0 and main(["analyze", str(ro)]) == 0
+    capsys.readouterr()
+    assert "read-only" in refused(["report", str(ro)], capsys).lower()
+    store = Store(ro)
+    try:
+        with pytest.raises(UserError, match="read-only"):
+            store.set_meta("x", 1)
+    finally:
+        store.close()
+
+
+def test_full_disk_names_itself_and_leaves_no_temporary_file(corpus_file, tmp_path, mounts, capsys):
+    small = tmp_path / "small"
+    small.mkdir()
+    _mount("-t", "tmpfs", "-o", "size=400k", "tmpfs", str(small))
+    mounts.append(small)
+    out = small / "sweep"
+    line = refused(["run", *MICRO, *TINY_SWEEP, "--data", str(corpus_file), "--out", str(out)], capsys)
+    assert "disk full" in line and data.TOKEN_FILE in line
+    assert [p.name for p in out.iterdir()] == [sweep.LOCK_FILE]  # no half-written corpus, no temporary file
+
+    store = Store(small / "store", create=True)  # the store itself running out of space
+    with open(small / "filler", "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    with pytest.raises(UserError, match="disk full"):
+        for i in range(1000):
+            store.set_meta(f"key{i}", "x" * 4096)
+    store.close()
+
+
+# --- reports: every user string escaped for its target -----------------------------------------------------------
+def test_hostile_names_are_escaped_in_every_report_file(tmp_path, capsys):
+    name = "$\\alpha$ <b>bold</b> | pipe \x01"
+    info = {name: {"expected": "transfers", "reported": "transfers", "description": "<i>x</i>", "source": "",
+                   "family": "x"}}
+    d = make_sweep(tmp_path / "s", {(name, "mup"): TRANSFERS}, info=info)
+    assert main(["report", str(d)]) == 0
+    report = d / "report"
+    summary = (report / "summary.md").read_text()
+    assert "<b>" not in summary and "&lt;b&gt;" in summary
+    assert all(line.count("|") - line.count("\\|") == line.count(" | ") + 2 for line in summary.splitlines()
+               if line.startswith("| ") and "pipe" in line)
+    ET.parse(report / "junit.xml")  # well-formed despite the control character
+    assert "\\x01" in (report / "junit.xml").read_text()
+    html = (report / "report.html").read_text()
+    assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
+
+
+# --- training: a killed worker, a sweep where nothing finishes, Ctrl-C ------------------------------------------------
+KILL_ONCE = '''
+import multiprocessing, os, signal, sys
+from pathlib import Path
+sys.path.insert(0, {examples!r})
+from my_model import build
+
+MARK = Path(__file__).with_suffix(".killed")
+
+
+def factory(width):
+    if multiprocessing.current_process().name != "MainProcess" and not MARK.exists():
+        MARK.write_text("killed")  # the first run a worker trains kills it, as the OOM killer would
+        os.kill(os.getpid(), signal.SIGKILL)
+    return build(width)
+
+
+def fails(width):
+    if multiprocessing.current_process().name != "MainProcess":
+        raise RuntimeError("this model never trains")
+    return build(width)
+'''
+
+
+@pytest.fixture
+def user_model(tmp_path) -> Path:
+    path = tmp_path / "model.py"
+    path.write_text(KILL_ONCE.format(examples=str(ROOT / "examples")))
+    return path
+
+
+def test_killed_worker_fails_only_its_run_and_is_retried_only_when_asked(user_model, corpus_file, tmp_path, capfd):
+    out = tmp_path / "sweep"
+    argv = ["run", *MICRO, *TINY_SWEEP, "--data", str(corpus_file), "--out", str(out), "--model", f"{user_model}:factory"]
+    first = run_cli(*argv)
+    assert first.returncode == 0, first.stderr
+    assert "Traceback" not in first.stderr
+    store = Store(out)
+    runs = store.runs()
+    store.close()
+    assert sorted(runs["status"]) == ["failed", "ok"]  # the other run went on in a fresh worker
+    assert "killed by SIGKILL: out of memory?" in runs.loc[runs["status"] == "failed", "error"].iloc[0]
+
+    store = Store(out)
+    specs = [RunSpec.from_json(json.loads(text)) for text in store.planned()["spec"]]
+    store.close()
+    again = sweep.run_sweep(out, specs, device="cpu", workers=1, progress=False)  # a stored failure is a result:
+    assert again["trained"] == 0 and again["failed"] == 1  # not trained again
+    assert "1 stored run(s) failed and are kept" in capfd.readouterr().err
+    status = run_cli("status", str(out))
+    assert "killed by SIGKILL" in status.stdout and "1 failed" in status.stdout
+
+    retried = sweep.run_sweep(out, specs, device="cpu", workers=1, progress=False, retry_failed=True)
+    assert retried["trained"] == 1 and retried["ok"] == 2 and retried["failed"] == 0
+
+
+def test_a_sweep_where_no_run_finished_fails_the_gate(user_model, corpus_file, tmp_path):
+    out = tmp_path / "sweep"
+    done = run_cli("gate", *MICRO, *TINY_SWEEP, "--data", str(corpus_file), "--out", str(out),
+                   "--model", f"{user_model}:fails")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no run finished (2 failed)" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("delay", [1.5, 4.0])  # once main runs (before it, it is Python's own start-up)
+def test_ctrl_c_is_exit_130_without_a_traceback(delay, tmp_path):
+    d = make_sweep(tmp_path / "s", {("baseline", "mup"): TRANSFERS, ("baseline", "sp"): SHIFTS})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "report", str(d)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err
+    assert proc.returncode in (0, 130)  # 0: it finished first
+    if proc.returncode == 130:
+        assert err.strip().endswith("mupbench: interrupted")
+    assert not [p for p in (d / "report").glob(".*.tmp")] if (d / "report").exists() else True
+    json.loads((d / "report" / "results.json").read_text()) if (d / "report" / "results.json").exists() else None
