@@ -251,9 +251,12 @@ class Judgement:
     n_seeds: int
 
 
-def judge(tables: list[tuple[np.ndarray, np.ndarray]], log2_widths: np.ndarray, tolerance: float) -> Judgement:
+def judge(tables: list[tuple[np.ndarray, np.ndarray]], log2_widths: np.ndarray, tolerance: float,
+          widest_all: tuple[np.ndarray, np.ndarray] | None = None) -> Judgement:
     """`tables`: per width (narrowest first), the LRs every seed ran (K,) and the losses (D, n seeds, K), inf for
-    diverged. Returns the optima, the drift with its paired-bootstrap interval, the regret and the verdict code."""
+    diverged. `widest_all`: the widest width's every LR and its losses, NaN where a seed did not run it (default its
+    table) — the regret's LR may lie outside what every seed ran there. Returns the optima, the drift with its
+    paired-bootstrap interval, the regret and the verdict code."""
     n = tables[0][1].shape[1]
     stats = [refine_optima(grid, curves.mean(axis=1)) for grid, curves in tables]
     argmin = np.stack([np.where(i >= 0, grid[np.maximum(i, 0)], np.nan) for (grid, _), (i, _, _) in zip(tables, stats)],
@@ -276,7 +279,7 @@ def judge(tables: list[tuple[np.ndarray, np.ndarray]], log2_widths: np.ndarray, 
         drift_sd = _weighted_sd(drifts.T, p)
     scale = t95(n - 1) * math.sqrt(n / (n - 1)) if n >= 2 else np.nan
     half = scale * drift_sd
-    regret, within = _regrets(tables, argmin)
+    regret, within = _regrets(widest_all or tables[-1], argmin)
     lo, hi = drift - half, drift + half
     excludes_zero = (lo > 0) | (hi < 0)
     problems = on_edge.any(axis=-1) | (n_finite < MIN_FINITE_POINTS).any(axis=-1) | ~np.isfinite(drift)
@@ -289,12 +292,12 @@ def judge(tables: list[tuple[np.ndarray, np.ndarray]], log2_widths: np.ndarray, 
                      code, n)
 
 
-def _regrets(tables, argmin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _regrets(widest, argmin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per draw: the widest width's loss at the narrowest width's best grid LR minus its loss at its own best, paired
-    within seeds and averaged (inf if that LR diverged there in any seed; NaN if not every seed ran it there), and
-    whether it is within noise (its one-sided 95% lower bound over seeds is ≤ 0)."""
-    grid, curves = tables[-1]
-    d, n, _ = curves.shape
+    within the seeds that ran both points and averaged (inf if that LR diverged there in any of them; NaN if no seed
+    ran both), and whether it is within noise (its one-sided 95% lower bound over those seeds is ≤ 0; one seed: ≤ 0)."""
+    grid, curves = widest
+    d = curves.shape[0]
     regret = np.full(d, np.nan)
     within = np.zeros(d, dtype=bool)
     small, large = argmin[:, 0], argmin[:, -1]
@@ -305,14 +308,19 @@ def _regrets(tables, argmin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     at = np.take_along_axis(curves, np.argmax(match, axis=-1)[:, None, None], axis=-1)[..., 0]
     best_i = np.argmax(np.isclose(grid[None, :], np.nan_to_num(large)[:, None]), axis=-1)
     best = np.take_along_axis(curves, best_i[:, None, None], axis=-1)[..., 0]
-    finite = np.isfinite(at).all(axis=-1)
+    # seeds 1… run only each width's optimum neighbourhood, so a seed may lack one of the two points: pair over the
+    # seeds that ran both (NaN: not run; inf: diverged)
+    present = ~np.isnan(at) & ~np.isnan(best)
+    count = present.sum(axis=-1)
+    has &= count > 0
+    diverged = (np.isinf(at) & present).any(axis=-1)
     with np.errstate(invalid="ignore"):
-        diff = np.where(np.isfinite(at) & np.isfinite(best), at - best, 0.0)
-        mean = diff.mean(axis=-1)
-        se = diff.std(axis=-1, ddof=1) / math.sqrt(n) if n >= 2 else np.zeros(d)
-    margin = t95(n - 1) * se if n >= 2 else 0.0
-    regret = np.where(has, np.where(finite, mean, np.inf), np.nan)
-    within = has & finite & (mean - margin <= 1e-12)
+        diff = np.where(present & np.isfinite(at) & np.isfinite(best), at - best, 0.0)
+        mean = diff.sum(axis=-1) / np.maximum(count, 1)
+        var = ((diff - mean[:, None]) ** 2 * present).sum(axis=-1) / np.maximum(count - 1, 1)
+    margin = np.array([t95(c - 1) if c >= 2 else 0.0 for c in count]) * np.sqrt(var / np.maximum(count, 1))
+    regret = np.where(has, np.where(diverged, np.inf, mean), np.nan)
+    within = has & ~diverged & (mean - margin <= 1e-12)
     return regret, within
 
 
@@ -324,6 +332,8 @@ class _Width:
     curves: np.ndarray  # (seeds, len(grid)) losses
     missing: int  # grid points of the group that the best-covered seed lacks here
     all_lrs: int
+    any_grid: np.ndarray  # the LRs any seed ran here
+    any_curves: np.ndarray  # (seeds, len(any_grid)) losses, NaN where a seed did not run that LR
 
 
 def _width_tables(runs: pd.DataFrame, seeds: list, group_grid: np.ndarray) -> list[_Width]:
@@ -334,7 +344,7 @@ def _width_tables(runs: pd.DataFrame, seeds: list, group_grid: np.ndarray) -> li
         covered = pivot.notna().sum(axis=1).max()
         grid = np.array(sorted(pivot.columns[pivot.notna().all(axis=0)]), dtype=float)
         out.append(_Width(int(width), grid, pivot[grid].to_numpy(dtype=float), int(len(group_grid) - covered),
-                          len(group_grid)))
+                          len(group_grid), np.array(pivot.columns, dtype=float), pivot.to_numpy(dtype=float)))
     return out
 
 
@@ -361,7 +371,8 @@ def analyze_group(ablation: str, parameterization: str, runs: pd.DataFrame, tole
     if len(tables) < 2:
         verdict.reason = "fewer than two widths finished"
         return verdict
-    j = judge([(t.grid, t.curves[None]) for t in tables], np.log2(widths).astype(float), tol)
+    j = judge([(t.grid, t.curves[None]) for t in tables], np.log2(widths).astype(float), tol,
+              widest_all=(tables[-1].any_grid, tables[-1].any_curves[None]))
     _fill(verdict, j, tables, group_grid)
     return verdict
 

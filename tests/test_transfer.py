@@ -127,6 +127,17 @@ def test_adaptive_grid_uses_the_lrs_every_seed_ran():
     assert [o.n_lrs for o in v.optima] == [3, 3, 3]
 
 
+def test_regret_pairs_the_seeds_that_ran_both_points():
+    """Under an adaptive grid only seed 0 may have run the narrowest width's best LR at the widest width (SP's optimum
+    moves out of the other seeds' neighbourhood): the regret comes from the seeds that ran both, not from none."""
+    data = sweep({32: -5.0, 64: -6.0, 128: -7.0}, seeds=3, noise=0.002)
+    near = {32: (-6, -4), 64: (-7, -5), 128: (-8, -6)}
+    data = data[(data["seed"] == 0) | data.apply(lambda r: near[r.width][0] <= r.log2_lr <= near[r.width][1], axis=1)]
+    v = analyze_group("a", "mup", data)
+    assert v.verdict == "shifts"
+    assert v.transfer_regret == pytest.approx(0.05 * 2**2, abs=0.01)  # seed 0: 2^-5 is two steps off width 128's best
+
+
 def test_missing_runs_are_inconclusive():
     data = sweep({32: -6.0, 64: -6.0}, seeds=3)
     data = data[~((data["width"] == 64) & (data["log2_lr"] == -9))]
