@@ -320,7 +320,7 @@ def user_repo(tmp_path_factory):
 
 INPUTS = {"model": "my_model.py:build", "preset": "cpu-micro", "python-version": "", "torch": "keep",
           # 3 x 2 widths x μP/SP = 12 runs of 30 steps; a fixed grid has no edge extension, so the sweep stays short
-          "extra-args": "--lrs 2^-7,2^-6,2^-5", "coord-check-args": "--widths 32,64,128"}
+          "extra-args": "--lrs 2^-7,2^-6,2^-5", "coord-check-args": "--widths 64,128,256"}
 BASELINE = ".github/mupbench/baseline-smoke-cpu-micro.json"
 
 
