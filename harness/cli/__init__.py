@@ -8,7 +8,7 @@
     report.py       report
     coord_check.py  coord-check
     gate.py         gate
-    bench.py        bench kernels
+    bench.py        bench kernels, bench tune
 """
 from __future__ import annotations
 
