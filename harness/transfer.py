@@ -477,11 +477,15 @@ def check_frame(frame) -> pd.DataFrame:
     return frame
 
 
+def _check_tolerance(tolerance) -> None:
+    if tolerance is not None and not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
+        raise UserError(f"tolerance must be a number >= 0 (log2 LR per width doubling), got {tolerance!r}")
+
+
 def analyze_frame(frame: pd.DataFrame, tolerance: float | None = None) -> list[Verdict]:
     """Verdicts for every (ablation, parameterization) of `frame` (columns REQUIRED_COLUMNS; final_val_loss inf =
     diverged). `tolerance` is δ in log2 LR per width doubling (default DEFAULT_TOLERANCE). UserError on bad input."""
-    if tolerance is not None and not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
-        raise UserError(f"tolerance must be a number >= 0 (log2 LR per width doubling), got {tolerance!r}")
+    _check_tolerance(tolerance)
     frame = check_frame(frame)
     return [analyze_group(ablation, param, group, tolerance)
             for (ablation, param), group in frame.groupby(["ablation", "parameterization"], sort=False)]
@@ -489,6 +493,7 @@ def analyze_frame(frame: pd.DataFrame, tolerance: float | None = None) -> list[V
 
 def analyze(runs: pd.DataFrame, tolerance: float | None = None) -> list[Verdict]:
     """Verdicts for every (ablation, parameterization) in a table of runs (the store's `runs()`)."""
+    _check_tolerance(tolerance)
     if runs.empty:
         return []
     return analyze_frame(runs, tolerance)

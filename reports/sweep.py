@@ -5,7 +5,6 @@ Reports never train and never write into the store, so they can be built at any 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import UserError
 from harness.expectations import agreement, expectation
 from harness.store import Store
 from harness.transfer import Verdict, analyze
@@ -159,8 +157,7 @@ def read_coord_check(sweep_dir: Path) -> tuple[dict | None, str | None]:
 
 
 def load(sweep_dir: str | Path, tolerance: float | None = None) -> SweepData:
-    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
-        raise UserError(f"--tolerance must be a number >= 0, got {tolerance}")
+    """Everything a report shows; `tolerance` (δ) is checked by harness.transfer.analyze."""
     sweep_dir = Path(sweep_dir)
     store = Store(sweep_dir)
     try:

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import json
-import math
 
 from harness.cli.args import tolerance
-from harness.errors import UserError
 from harness.transfer import DEFAULT_TOLERANCE
 from reports.tables import drift_text, regret_text, text_table
 
@@ -20,16 +18,15 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_analyze)
 
 
-def load_verdicts(sweep_dir, tolerance=None):
+def load_verdicts(sweep_dir, delta=None):
+    """The verdicts of a sweep directory (harness.transfer.analyze checks δ)."""
     from harness.store import Store
     from harness.transfer import analyze
 
-    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
-        raise UserError(f"--tolerance must be a number >= 0, got {tolerance}")
     store = Store(sweep_dir)
     runs = store.runs()
     store.close()
-    return analyze(runs, tolerance)
+    return analyze(runs, delta)
 
 
 def cmd_analyze(args) -> int:
@@ -41,8 +38,8 @@ def cmd_analyze(args) -> int:
     return 0
 
 
-def print_verdicts(sweep_dir, tolerance) -> int:
-    print_table(load_verdicts(sweep_dir, tolerance))
+def print_verdicts(sweep_dir, delta) -> int:
+    print_table(load_verdicts(sweep_dir, delta))
     return 0
 
 
