@@ -30,7 +30,8 @@ RUN_SEMANTICS_VERSION = 2
 # Fields added after the ablations' first version whose default keeps the earlier behaviour: they enter a run's
 # identity only when they differ from that default, so a run's hash does not change when such a field is added.
 ADDED_FIELD_DEFAULTS = {
-    "model": {"attention_logit_mult": 1.0, "unembedding_bias": False, "embedding_lr": "default"},
+    "model": {"attention_logit_mult": 1.0, "unembedding_bias": False, "embedding_lr": "default",
+              "depth_parameterization": "standard", "base_depth": 2},
     "train": {"weight_decay_tensors": "matrices", "eps_scaling": False},
 }
 # A run of a user's own model (`--model`) carries extra["byo_model"] (harness/byo); of that entry, what changes the
@@ -99,12 +100,14 @@ class ModelConfig:
     embedding_lr: str = "default"  # "default": the parameterization's embedding LR (α); "inv_wm": α / wm
     kv_heads: int | None = None  # None: one K/V head per query head; 1: multi-query attention
     rope_base: float = 10000.0
+    depth_parameterization: str = "standard"  # residual-branch scaling with depth (harness/parameterization.py)
+    base_depth: int = 2  # L_base: the depth at which every depth rule is 1
 
     def __post_init__(self) -> None:
-        from harness.parameterization import PARAMETERIZATIONS
+        from harness.parameterization import DEPTH_PARAMETERIZATIONS, PARAMETERIZATIONS
 
         _check_types(self)
-        for name in ("width", "depth", "head_dim", "vocab_size", "base_width"):
+        for name in ("width", "depth", "head_dim", "vocab_size", "base_width", "base_depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
@@ -113,6 +116,7 @@ class ModelConfig:
                 f"width {self.width} is not divisible by head_dim {self.head_dim}: choose widths that are multiples of it"
             )
         _choice("parameterization", self.parameterization, tuple(PARAMETERIZATIONS))
+        _choice("depth_parameterization", self.depth_parameterization, tuple(DEPTH_PARAMETERIZATIONS))
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("norm_gains", self.norm_gains, NORM_GAINS)
         _choice("query_init", self.query_init, QUERY_INITS)
@@ -154,6 +158,10 @@ class ModelConfig:
     @property
     def width_mult(self) -> float:
         return self.width / self.base_width
+
+    @property
+    def depth_mult(self) -> float:
+        return self.depth / self.base_depth
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The decoder-only transformer of Lingle's μ-transfer study, with every ablation switch as a config field.
 
     x = embed(tokens) [→ RMSNorm]
-    repeat depth times:  x += Attn(RMSNorm(x));  x += MLP(RMSNorm(x))
+    repeat depth times:  x += b·Attn(RMSNorm(x));  x += b·MLP(RMSNorm(x))     (b: the depth rule's branch multiplier)
     logits = unembed(RMSNorm(x))
 
 Every weight-bearing module carries a `role` (see parameterization.py); initialisation and the optimizer read it, so
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import kernels
 from harness.config import ModelConfig
-from harness.parameterization import init_std, rule
+from harness.parameterization import depth_factor, in_block, init_std, rule
 
 
 class RoleLinear(nn.Linear):
@@ -115,10 +115,14 @@ class Block(nn.Module):
         self.attn = Attention(cfg)
         self.norm_mlp = RMSNorm(cfg.width, cfg.norm_gains, cfg.norm_eps)
         self.mlp = MLP(cfg)
+        self.branch_mult = depth_factor(cfg, "branch_mult")  # 1 under the standard depth rule: no multiply at all
+
+    def _branch(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.branch_mult == 1.0 else y * self.branch_mult
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, x = self.norm_mlp(self.attn(self.norm_attn(x)), residual=x)
-        return x + self.mlp(h)
+        h, x = self.norm_mlp(self._branch(self.attn(self.norm_attn(x))), residual=x)
+        return x + self._branch(self.mlp(h))
 
 
 class Transformer(nn.Module):
@@ -156,14 +160,14 @@ def parameter_roles(model: nn.Module) -> list[tuple[str, nn.Parameter, str, int]
 @torch.no_grad()
 def init_parameters(model: Transformer) -> None:
     cfg = model.cfg
-    for _, p, role, fan_in in parameter_roles(model):
+    for name, p, role, fan_in in parameter_roles(model):
         kind = rule(cfg.parameterization, role).init
         if kind == "ones":
             p.fill_(1.0)
         elif kind == "zeros":
             p.zero_()
         else:
-            std = init_std(cfg, role, fan_in)
+            std = init_std(cfg, role, fan_in, in_block=in_block(name))
             p.normal_(0.0, std) if std > 0 else p.zero_()
 
 

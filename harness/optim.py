@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from harness.config import WEIGHT_DECAY_MODES
 from harness.errors import UserError
-from harness.parameterization import HIDDEN_ROLES, MUON_ADJUST_LR_FN, lr_mult, rule
+from harness.parameterization import HIDDEN_ROLES, MUON_ADJUST_LR_FN, depth_factor, in_block, lr_mult, rule
 
 
 def parameter_groups(
@@ -37,28 +37,33 @@ def parameter_groups(
     `roles` ((name, parameter, role) triples) and `cfg` (anything with parameterization, width, base_width) default
     to a built-in model's own; harness/byo passes them for a model of the user's. Groups for torch's Muon (the hidden
     matrices under optimizer "muon") carry "optimizer": "muon" and Muon's `adjust_lr_fn`; the others "adamw"/"lion".
-    With `eps_scaling` (and `eps`) every non-Muon group carries its own "eps" = eps × its LR multiplier.
+    With `eps_scaling` (and `eps`) every non-Muon group carries its own "eps" = eps × its LR multiplier; inside the
+    residual blocks the depth rule's LR and ε factors multiply in (harness/parameterization.py).
     """
     from harness.model import parameter_roles
 
     cfg = model.cfg if cfg is None else cfg
     roles = [(name, p, role) for name, p, role, _ in parameter_roles(model)] if roles is None else roles
-    groups: dict[tuple[float, bool, bool], dict] = {}
+    groups: dict[tuple[float, bool, bool, float], dict] = {}
     for name, p, role in roles:
-        mult = lr_mult(cfg, role, optimizer)
+        block = in_block(name)
+        mult = lr_mult(cfg, role, optimizer, in_block=block)
+        # ε follows the width LR rule (eps_scaling) and the depth rule's own ε factor, not the depth LR factor
+        eps_mult = (lr_mult(cfg, role, optimizer) if eps_scaling else 1.0) * (depth_factor(cfg, "eps_mult") if block else 1.0)
         decays = weight_decay > 0 and (weight_decay_tensors == "all" or rule(cfg.parameterization, role).weight_decay)
         muon = optimizer == "muon" and role in HIDDEN_ROLES and p.ndim == 2
-        group = groups.setdefault((mult, decays, muon), {"params": [], "names": [], "lr_mult": mult, "roles": set()})
+        group = groups.setdefault((mult, decays, muon, eps_mult),
+                                  {"params": [], "names": [], "lr_mult": mult, "roles": set()})
         group["params"].append(p)
         group["names"].append(name)
         group["roles"].add(role)
     out = []
-    for (mult, decays, muon), group in groups.items():
+    for (mult, decays, muon, eps_mult), group in groups.items():
         peak = lr * mult
         wd = group_weight_decay(weight_decay_mode, weight_decay, lr, mult) if decays else 0.0
         extra = {"optimizer": "muon", "adjust_lr_fn": MUON_ADJUST_LR_FN} if muon else {}
-        if eps_scaling and not muon and eps is not None:
-            extra["eps"] = eps * mult
+        if not muon and eps is not None and (eps_scaling or eps_mult != 1.0):
+            extra["eps"] = eps * eps_mult
         out.append({**group, "roles": sorted(group["roles"]), "lr": peak, "peak_lr": peak, "weight_decay": wd, **extra})
     return out
 

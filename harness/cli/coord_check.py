@@ -28,8 +28,13 @@ from harness.coord_check import (
     worst_failures,
     write,
 )
+from harness.coord_check.depth import DEFAULT_DEPTHS, run_depth_check
+from harness.coord_check.depth import DEFAULT_WIDTH as DEFAULT_DEPTH_WIDTH
 from harness.errors import UserError
+from harness.parameterization import DEPTH_PARAMETERIZATIONS
 from reports.tables import text_table
+
+DEPTH_RULES = tuple(DEPTH_PARAMETERIZATIONS)
 
 
 def add_parser(sub) -> None:
@@ -51,6 +56,13 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: the same numbers on every machine, no oversubscription)")
     add_model_arguments(p)
+    p.add_argument("--depth-rule", default=None, metavar="RULE",
+                   help="check depth instead of width: the built-in model at --depths under this depth_parameterization "
+                        f"({' | '.join(DEPTH_RULES)} | all); expected: completep passes, the others fail")
+    p.add_argument("--depths", default=",".join(map(str, DEFAULT_DEPTHS)),
+                   help=f"with --depth-rule: comma-separated depths (default {','.join(map(str, DEFAULT_DEPTHS))})")
+    p.add_argument("--width", type=int, default=DEFAULT_DEPTH_WIDTH,
+                   help=f"with --depth-rule: the fixed width (default {DEFAULT_DEPTH_WIDTH})")
     p.add_argument("--out", default=None, help="directory to write coord_check.json into (e.g. a sweep directory)")
     p.add_argument("--json", action="store_true", help="print the coord_check.json document instead of tables")
     p.set_defaults(func=cmd_coord_check)
@@ -60,9 +72,19 @@ def cmd_coord_check(args) -> int:
     params = {"mup": ["mup"], "sp": ["sp"], "both": ["mup", "sp"]}.get(args.parameterization)
     if params is None:
         raise UserError(f"--parameterization {args.parameterization!r} is not one of: mup, sp, both")
-    widths = sorted(set(parse_list(args.widths, "--widths", positive_int)))
+    rules = None
+    if args.depth_rule is not None:
+        rules = list(DEPTH_RULES) if args.depth_rule == "all" else [args.depth_rule]
+        if not set(rules) <= set(DEPTH_RULES):
+            raise UserError(f"--depth-rule {args.depth_rule!r} is not one of: {', '.join(DEPTH_RULES)}, all")
+        if args.model:
+            raise UserError("--depth-rule checks the built-in model; --model is checked in width only")
+        if args.width < 1 or args.width % 16:
+            raise UserError(f"--width must be a positive multiple of the head dim 16, got {args.width}")
+    scale_option = "--depths" if rules else "--widths"
+    widths = sorted(set(parse_list(args.depths if rules else args.widths, scale_option, positive_int)))
     if len(widths) < 3:
-        raise UserError(f"--widths needs at least three different widths to fit a slope, got {widths}")
+        raise UserError(f"{scale_option} needs at least three different values to fit a slope, got {widths}")
     if not 1 <= args.steps <= 10:
         raise UserError(f"--steps must be between 1 and 10, got {args.steps}")
     lr = DEFAULT_LR if args.lr is None else learning_rate(args.lr, "--lr")
@@ -83,8 +105,12 @@ def cmd_coord_check(args) -> int:
     # with --json, stdout carries only the document: whatever the model's code prints goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         source = byo.resolve(args.model) if args.model else None
-        checks = [run_check(p, widths, args.steps, lr, args.threshold, source, args.reinit, seeds, args.base_width,
-                            args.batch_size, args.seq_len) for p in params]
+        if rules:
+            checks = [run_depth_check(r, widths, args.width, args.steps, lr, args.threshold, seeds, p)
+                      for p in params for r in rules]
+        else:
+            checks = [run_check(p, widths, args.steps, lr, args.threshold, source, args.reinit, seeds, args.base_width,
+                                args.batch_size, args.seq_len) for p in params]
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write(out / FILE_NAME, checks)
@@ -149,18 +175,23 @@ def report(check: Check) -> str:
     verdict = "PASS" if check.passed else "FAIL"
     note = ""
     if check.expected == "fail":
-        note = ("  (expected: SP is the counterexample)" if not check.passed else
-                "  ← unexpected: SP should fail; at these widths and LR the check cannot tell μP from SP (raise --lr)")
+        if check.axis == "depth":
+            note = ("  (expected: this depth rule is not CompleteP)" if not check.passed else
+                    "  ← unexpected: only CompleteP should pass the depth check")
+        else:
+            note = ("  (expected: SP is the counterexample)" if not check.passed else
+                    "  ← unexpected: SP should fail; at these widths and LR the check cannot tell μP from SP (raise --lr)")
     lines = [
         f"{check.label}: {verdict}{note}",
-        f"  widths {'/'.join(map(str, check.widths))}, {len(check.steps) - 1} AdamW steps at lr {check.lr:g} on "
+        f"  {check.axis}s {'/'.join(map(str, check.widths))}, {len(check.steps) - 1} AdamW steps at lr {check.lr:g} on "
         f"{check.batch[0]}×{check.batch[1]} tokens, seeds {','.join(map(str, check.seeds))} (LRs from "
-        f"{check.lr_source}); slopes are log2 magnitude per width doubling (mean over seeds), allowed within "
-        f"±{check.threshold:g} (growth-only rows, outputs whose size is fixed: ≤ {check.threshold:g}); "
-        f"{check.seconds:.1f}s",
+        f"{check.lr_source}); slopes are log2 magnitude per {check.axis} doubling (mean over seeds), allowed within "
+        f"±{check.threshold:g}" + ("" if check.axis == "depth" else
+                                   f" (growth-only rows, outputs whose size is fixed: ≤ {check.threshold:g})")
+        + f"; {check.seconds:.1f}s",
         table(check),
     ]
-    problems = [describe_failure(s) for s in worst_failures(check.failures(), per="module")]
+    problems = [describe_failure(s, check.axis) for s in worst_failures(check.failures(), per="module")]
     if problems:
         shown = problems[:MAX_PROBLEMS_SHOWN]
         more = len(problems) - len(shown)

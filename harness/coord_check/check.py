@@ -39,6 +39,8 @@ class Check:
     lr_source: str = ""
     seeds: list[int] = field(default_factory=lambda: [0])
     batch: list[int] = field(default_factory=lambda: [BATCH_SIZE, SEQ_LEN])  # sequences × tokens of the fixed batch
+    axis: str = "width"  # what `widths` holds: widths, or depths (coord_check/depth.py)
+    expected_outcome: str | None = None  # "pass" | "fail" where the parameterization alone does not say
 
     @property
     def passed(self) -> bool:
@@ -47,6 +49,8 @@ class Check:
     @property
     def expected(self) -> str:
         """μP should pass; SP is the counterexample that shows the check can tell them apart."""
+        if self.expected_outcome is not None:
+            return self.expected_outcome
         return "fail" if self.parameterization == "sp" else "pass"
 
     @property
@@ -58,7 +62,7 @@ class Check:
 
     def to_json(self) -> dict:
         return {
-            "label": self.label, "parameterization": self.parameterization, "widths": self.widths,
+            "label": self.label, "parameterization": self.parameterization, "axis": self.axis, self.axis + "s": self.widths,
             "steps": self.steps, "threshold": self.threshold, "passed": self.passed, "expected": self.expected,
             "lr": self.lr, "lr_source": self.lr_source, "seconds": round(self.seconds, 3), "seeds": self.seeds,
             "batch": self.batch,

@@ -52,7 +52,7 @@ class AttentionScale:
 QUANTITY_TEXT = {"mean_abs": "mean|x| at init", "mean_abs_delta": "mean|Δx|", "mean_abs_update": "mean|ΔW·x|"}
 
 
-def describe_failure(s: Slope) -> str:
+def describe_failure(s: Slope, axis: str = "width") -> str:
     if s.quantity == "attention_scale_exponent":
         return (f"{s.module}: attention scale ∝ D^{s.slope:+.2f} where the head dim D grows with width: "
                 "μP needs 1/D (exponent −1)")
@@ -67,7 +67,7 @@ def describe_failure(s: Slope) -> str:
     verb = "grows" if s.slope > 0 else "shrinks"
     at = "" if s.quantity == "mean_abs" else f" at step {s.step}"
     spread = f" (±{s.stderr:.2f} over {len(s.seeds)} seeds)" if s.stderr is not None else ""
-    return f"{s.module}: {what} {verb} 2^{s.slope:+.2f} per width doubling{at}{spread}"
+    return f"{s.module}: {what} {verb} 2^{s.slope:+.2f} per {axis} doubling{at}{spread}"
 
 
 def _slope(widths: list[int], values: np.ndarray) -> float | None:
@@ -86,9 +86,10 @@ def growth_only(quantity: str, width_sized: bool) -> bool:
     return quantity in ("mean_abs", "mean_abs_delta") and not width_sized
 
 
-def fit_slopes(records: list[Record], threshold: float) -> list[Slope]:
+def fit_slopes(records: list[Record], threshold: float, two_sided: bool = False) -> list[Slope]:
     """Per module, quantity and step, the least-squares slope of log2 magnitude against log2 width at each seed; the
-    verdict is on their mean, which must lie within ±threshold (≤ threshold for growth-only quantities).
+    verdict is on their mean, which must lie within ±threshold (≤ threshold for growth-only quantities; every
+    quantity is two-sided with `two_sided`, as in the depth check, where no output grows with the scale).
 
     Step 0 judges initialisation (mean|x|); steps ≥ 1 judge the change (mean|Δx|) and each weight layer's own update
     (mean|ΔW·x|). A weight layer whose update is exactly zero at every width and step fails as frozen."""
@@ -125,7 +126,7 @@ def fit_slopes(records: list[Record], threshold: float) -> list[Slope]:
         if not per_seed:
             continue
         width_sized = len(sizes.get(module, ())) > 1
-        bound = "growth" if growth_only(quantity, width_sized) else "both"
+        bound = "growth" if growth_only(quantity, width_sized) and not two_sided else "both"
         measured = [s for s in per_seed if s is not None]
         if any(not math.isfinite(s) for s in measured):
             slopes.append(Slope(module, step, quantity, None, False, bound, None, per_seed))
