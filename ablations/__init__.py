@@ -14,6 +14,8 @@ from ablations import (  # noqa: F401  (registration happens on import)
     schedules,
     weight_decay,
     optimizers,
+    depth,
+    duration,
 )
 # isort: on
 from ablations.presets import PRESETS, Preset, get_preset

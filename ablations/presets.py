@@ -1,6 +1,10 @@
-"""Scale presets: the width and learning-rate grids and the model/training shape, independent of any ablation.
+"""Scale presets: the width, depth, duration and learning-rate grids and the model/training shape, independent of any
+ablation.
 
-Each preset's `model` and `train` dicts are the base recipe an ablation changes; widths and the LR grid come on top.
+Each preset's `model` and `train` dicts are the base recipe an ablation changes; the grids come on top. A width sweep
+varies the width over `widths`; a depth sweep varies the depth over `depths` at the fixed width `axis_width` (base
+depth = the smallest depth); a duration sweep varies the training length over `durations` (steps; the tokens are steps
+× batch × sequence) at `axis_width`, with warmup and every other setting of the recipe unchanged.
 Lion gets its own grid, shifted down, since its optimum sits 3–10× below AdamW's (lion-pytorch README).
 """
 from __future__ import annotations
@@ -22,6 +26,9 @@ class Preset:
     train: dict
     lion_log2_shift: float = -3.0  # Lion's grid = AdamW's grid shifted by this many log2 units
     seeds: int = 3  # replicas per point by default: seed 0 runs the grid, the others each width's optimum neighbourhood
+    depths: tuple[int, ...] = (2, 4, 8, 16)  # the depth grid of depth sweeps
+    durations: tuple[int, ...] = (75, 150, 300, 600)  # the training lengths (steps) of duration sweeps
+    axis_width: int = 32  # the width of depth and duration sweeps
 
     def log2_grid(self, optimizer: str) -> tuple[float, ...]:
         shift = self.lion_log2_shift if optimizer == "lion" else 0.0
@@ -51,6 +58,7 @@ PRESETS: dict[str, Preset] = {
             log2_lrs=_ints(-11, -4),
             model=dict(depth=2, head_dim=16, base_width=32, vocab_size=256),
             train=dict(steps=300, warmup=30, batch_size=16, seq_len=64, eval_every=50, eval_tokens=8192),
+            depths=(2, 4, 8, 16), durations=(75, 150, 300, 600), axis_width=32,
         ),
         Preset(
             name="cpu-micro",
@@ -59,7 +67,7 @@ PRESETS: dict[str, Preset] = {
             log2_lrs=_ints(-8, -5),
             model=dict(depth=1, head_dim=8, base_width=16, vocab_size=256),
             train=dict(steps=30, warmup=3, batch_size=4, seq_len=32, eval_every=10, eval_tokens=256),
-            seeds=1,
+            seeds=1, depths=(1, 2), durations=(15, 30), axis_width=16,
         ),
         Preset(
             name="gpu-small",
@@ -68,6 +76,7 @@ PRESETS: dict[str, Preset] = {
             log2_lrs=_ints(-10, -3),
             model=dict(depth=4, head_dim=64, base_width=128, vocab_size=256),
             train=dict(steps=500, warmup=50, batch_size=32, seq_len=256, eval_every=100, eval_tokens=131072),
+            depths=(2, 4, 8, 16, 32), durations=(250, 500, 1000, 2000), axis_width=256,
         ),
         Preset(
             name="paper",
@@ -79,6 +88,7 @@ PRESETS: dict[str, Preset] = {
                 steps=125_000, warmup=10_000, batch_size=1024, seq_len=256, beta1=0.9, beta2=0.98, eps=1e-9,
                 eval_every=5000, eval_tokens=1 << 24,
             ),
+            depths=(6, 12, 24, 48), durations=(31_250, 62_500, 125_000, 250_000), axis_width=512,
         ),
     ]
 }

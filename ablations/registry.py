@@ -23,6 +23,7 @@ from typing import Callable
 from harness.errors import UserError
 
 VERDICTS = ("transfers", "shifts", "unknown")
+AXES = ("width", "depth", "duration")  # what an ablation's sweep scales (duration: training tokens)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Ablation:
     source: str
     family: str
     change: Callable[[dict], dict]
+    axis: str = "width"  # the sweep it is meant for: width × LR, depth × LR or duration × LR
 
     def changes(self, base: dict) -> dict:
         """The fields this ablation changes; user code failing in any way (an exception, sys.exit) is a UserError."""
@@ -56,12 +58,16 @@ REGISTRY: dict[str, Ablation] = {}
 
 
 def ablation(
-    name: str | None = None, *, reported: str, source: str, expected: str | None = None, family: str | None = None
+    name: str | None = None, *, reported: str, source: str, expected: str | None = None, family: str | None = None,
+    axis: str = "width",
 ):
-    """Register the decorated function as an ablation (see the module docstring)."""
+    """Register the decorated function as an ablation (see the module docstring). `axis`: the scale its sweep varies,
+    width (the default), depth or duration; `reported`/`expected` are verdicts along that axis."""
     for label, verdict in (("reported", reported), ("expected", expected or reported)):
         if verdict not in VERDICTS:
             raise ValueError(f"{label} verdict {verdict!r} is not one of {VERDICTS}")
+    if axis not in AXES:
+        raise ValueError(f"axis {axis!r} is not one of {AXES}")
 
     def register(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
         key = name or fn.__name__
@@ -76,6 +82,7 @@ def ablation(
             source=source,
             family=family or module,
             change=fn,
+            axis=axis,
         )
         return fn
 
@@ -83,7 +90,12 @@ def ablation(
 
 
 def combine(parts: list[Ablation]) -> Ablation:
-    """Several ablations applied together (`a+b`); refused when two of them change the same field."""
+    """Several ablations applied together (`a+b`); refused when two of them change the same field or are meant for
+    different axes."""
+    axes = sorted({p.axis for p in parts})
+    if len(axes) > 1:
+        raise UserError(f"ablations {' + '.join(p.name for p in parts)} are meant for different axes ({', '.join(axes)}): "
+                        "combine ablations of one axis")
 
     def change(base: dict) -> dict:
         merged: dict = {}
@@ -107,6 +119,7 @@ def combine(parts: list[Ablation]) -> Ablation:
         source="combination of: " + "; ".join(f"{p.name} ({p.source})" for p in parts),
         family="combined",
         change=change,
+        axis=axes[0],
     )
 
 

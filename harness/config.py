@@ -241,6 +241,30 @@ class DataSpec:
     vocab_size: int
 
 
+def wsd_decay_start(steps: int, warmup: int, decay_fraction: float) -> int:
+    """The step at which a warmup–stable–decay run of `steps` starts its decay (never inside the warmup): the branch
+    point of that duration in a duration sweep (harness/optim.py's schedule uses it)."""
+    return max(warmup, steps - max(1, round(decay_fraction * steps)))
+
+
+# What a sweep scales: the model's width, its depth, or the training length in tokens (steps × tokens per step). A
+# verdict asks whether the optimal LR stays put along one of them; spec.extra["axis"] says which for a planned run.
+AXES = ("width", "depth", "tokens")
+AXIS_KEY = "axis"
+
+
+def axis_value(spec: "RunSpec", axis: str) -> int:
+    if axis == "width":
+        return spec.model.width
+    if axis == "depth":
+        return spec.model.depth
+    return spec.train.steps * spec.train.tokens_per_step
+
+
+def spec_axis(spec: "RunSpec") -> str:
+    return spec.extra.get(AXIS_KEY, "width")
+
+
 def _without_added_defaults(fields: dict, section: str) -> dict:
     defaults = ADDED_FIELD_DEFAULTS[section]
     return {k: v for k, v in fields.items() if k not in defaults or v != defaults[k]}

@@ -19,8 +19,8 @@ On a finished sweep directory (or one it runs first: `--suite S [--preset P] --o
 Inconclusive is a warning, not a failure: it says the grid or the budget cannot judge, not that transfer broke —
 fix the grid (the message says how); `--strict` makes it fail for teams that want every verdict decided.
 
-`--baseline FILE` compares with a results.json from the main branch (schema mupbench.results/2, or /1; only each
-verdict's ablation, parameterization, verdict and optimal_log2_lr are read, which both versions have). A /1 baseline's
+`--baseline FILE` compares with a results.json from the main branch (schema mupbench.results/3, /2 or /1; only each
+verdict's ablation, parameterization, verdict and optimal_log2_lr are read, which every version has). A /1 baseline's
 verdicts came from one seed's spread of optima: it is still compared, and a regression against it says so — regenerate
 the baseline (delete it and run the gate once) to compare verdicts made by the same rule. A FILE that does not exist yet is written from this
 sweep (the full results.json) and the comparison passes, saying so; the other checks still apply.
@@ -41,8 +41,9 @@ from harness.coord_check import Slope, describe_failure, worst_failures
 from harness.errors import UserError
 from harness.expectations import expectation
 
-RESULTS_SCHEMA = "mupbench.results/2"
-ACCEPTED_SCHEMAS = ("mupbench.results/1", RESULTS_SCHEMA)  # /1: single-seed verdicts; the fields read are the same
+RESULTS_SCHEMA = "mupbench.results/3"
+# /1: single-seed verdicts; /2: widths only (/3 adds depth and duration axes); the fields read are the same
+ACCEPTED_SCHEMAS = ("mupbench.results/1", "mupbench.results/2", RESULTS_SCHEMA)
 DEFAULT_OPTIMUM_TOLERANCE = 1.0
 
 
@@ -97,7 +98,7 @@ def read_baseline(path: Path) -> dict[tuple[str, str], dict]:
         raise UserError(f"--baseline {path} is not valid JSON ({e}): pass a results.json from `mupbench report`") from None
     if not isinstance(doc, dict) or doc.get("schema") not in ACCEPTED_SCHEMAS:
         found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-        raise UserError(f"--baseline {path} is not a mupbench.results/1 or /2 document (schema {found!r}): "
+        raise UserError(f"--baseline {path} is not a mupbench.results/1, /2 or /3 document (schema {found!r}): "
                         "pass a results.json from `mupbench report`, or a path that does not exist yet to write one")
     verdicts = doc.get("verdicts")
     if not isinstance(verdicts, list):
@@ -142,7 +143,7 @@ def judge_verdict(entry: dict, base: dict | None, optimum_tolerance: float) -> C
     case.baseline = base["verdict"]
     if complete and observed in ("transfers", "shifts") and base["verdict"] != observed:
         if base["verdict"] == "transfers":
-            old = base.get("schema", RESULTS_SCHEMA) != RESULTS_SCHEMA
+            old = base.get("schema") == "mupbench.results/1"
             case.add("regression", "transferred on the baseline, shifts now" + (
                 f" (the baseline is a {base['schema']} document, judged on one seed: regenerate it)" if old else ""))
         elif base["verdict"] == "shifts":
@@ -159,7 +160,7 @@ def judge_verdict(entry: dict, base: dict | None, optimum_tolerance: float) -> C
         if case.optimum_shift is None or abs(shift) > abs(case.optimum_shift):
             case.optimum_shift = shift
         if complete and abs(shift) > optimum_tolerance + 1e-9:
-            moved.append(f"width {width}: 2^{before:.2f} → 2^{after:.2f} ({shift:+.2f})")
+            moved.append(f"{entry.get('axis', 'width')} {width}: 2^{before:.2f} → 2^{after:.2f} ({shift:+.2f})")
     if moved:
         case.add("regression", f"optimum moved more than {optimum_tolerance:g} log2 LR from the baseline: "
                                + ", ".join(moved))

@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn as nn
 
-from harness.config import WEIGHT_DECAY_MODES
+from harness.config import WEIGHT_DECAY_MODES, wsd_decay_start
 from harness.errors import UserError
 from harness.parameterization import HIDDEN_ROLES, MUON_ADJUST_LR_FN, depth_factor, in_block, lr_mult, rule
 
@@ -165,7 +165,7 @@ def schedule(step: int, steps: int, warmup: int, kind: str, floor: float = 1e-4,
         return floor + (1.0 - floor) * step / warmup
     last = max(steps - 1, 1)
     if kind == "wsd":
-        decay_start = max(warmup, steps - max(1, round(decay_fraction * steps)))
+        decay_start = wsd_decay_start(steps, warmup, decay_fraction)
         if step < decay_start:
             return 1.0
         progress = (step - decay_start) / max(last - decay_start, 1)

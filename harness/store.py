@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.config import RunSpec
+from harness.config import AXIS_KEY, RunSpec
 from harness.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -87,6 +87,20 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def with_axes(df: pd.DataFrame) -> pd.DataFrame:
+    """Add the columns the other scaling axes need, read from each run's spec: depth, steps, tokens (steps × tokens
+    per step), axis (the axis the run was planned on; width for runs planned before there were others) and scale (the
+    run's value on that axis)."""
+    specs = [json.loads(text) for text in df["spec"]] if len(df) else []
+    df["depth"] = pd.Series([s["model"]["depth"] for s in specs], index=df.index, dtype="int64")
+    df["steps"] = pd.Series([s["train"]["steps"] for s in specs], index=df.index, dtype="int64")
+    df["tokens"] = pd.Series([s["train"]["steps"] * s["train"]["batch_size"] * s["train"]["seq_len"] for s in specs],
+                             index=df.index, dtype="int64")
+    df["axis"] = pd.Series([s.get("extra", {}).get(AXIS_KEY, "width") for s in specs], index=df.index, dtype="object")
+    df["scale"] = pd.Series([int(df.at[i, a]) for i, a in zip(df.index, df["axis"])], index=df.index, dtype="int64")
+    return df
 
 
 def store_error(path: Path, e: sqlite3.Error) -> UserError:
@@ -225,7 +239,8 @@ class Store:
 
     @_guarded
     def planned(self) -> pd.DataFrame:
-        return pd.read_sql_query("SELECT run_hash, ablation, parameterization, width, lr, seed, spec FROM plan", self.conn)
+        return with_axes(pd.read_sql_query("SELECT run_hash, ablation, parameterization, width, lr, seed, spec FROM plan",
+                                           self.conn))
 
     # runs ---------------------------------------------------------------------------------------------------------
     @_guarded
@@ -277,7 +292,7 @@ class Store:
         df = pd.read_sql_query("SELECT * FROM runs ORDER BY ablation, parameterization, width, lr, seed", self.conn)
         df["final_val_loss"] = df["final_val_loss"].astype(float)
         df.loc[df["status"] == "diverged", "final_val_loss"] = math.inf
-        return df
+        return with_axes(df)
 
     @_guarded
     def curves(self, run_hashes: list[str] | None = None) -> pd.DataFrame:

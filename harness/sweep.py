@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from harness import byo
-from harness.config import RunSpec
+from harness.config import RunSpec, axis_value, spec_axis
 from harness.errors import UserError
 from harness.store import Store
 
@@ -232,7 +232,10 @@ class Progress:
             f"failed {self.counts['failed']} · running {running} · elapsed {_fmt_time(time.perf_counter() - self.start)}"
             + (f" · ETA {_fmt_time(eta)}" if eta is not None and running else "")
         )
-        last = (f"{spec.ablation}/{spec.model.parameterization} width {spec.model.width} "
+        axis = spec_axis(spec)
+        where = {"width": f"width {spec.model.width}", "depth": f"depth {spec.model.depth}",
+                 "tokens": f"{spec.train.steps} steps"}[axis]
+        last = (f"{spec.ablation}/{spec.model.parameterization} {where} "
                 f"lr 2^{spec.train.log2_lr:g}: {status}" + (f" {loss:.3f}" if status == "ok" else "") + f" ({wall:.1f}s)")
         if self.tty:
             self.stream.write(f"\r\033[K{state}  | {last}")
@@ -412,14 +415,19 @@ def _lr_key(spec: RunSpec) -> float:
     return round(math.log2(spec.train.lr), 6)
 
 
+def _scale(spec: RunSpec) -> int:
+    """The spec's value on the axis it was planned on (its width, depth or training tokens)."""
+    return axis_value(spec, spec_axis(spec))
+
+
 def coarse_seeds(group: list[RunSpec]) -> set[int]:
-    """The seeds that run the group's whole LR grid at every width (seed 0 of an adaptive sweep); the other seeds run
-    only each width's optimum neighbourhood."""
+    """The seeds that run the group's whole LR grid at every scale (seed 0 of an adaptive sweep); the other seeds run
+    only each scale's optimum neighbourhood."""
     grid = {_lr_key(s) for s in group}
     have: dict[tuple[int, int], set[float]] = {}
     for s in group:
-        have.setdefault((s.train.seed, s.model.width), set()).add(_lr_key(s))
-    widths = {s.model.width for s in group}
+        have.setdefault((s.train.seed, _scale(s)), set()).add(_lr_key(s))
+    widths = {_scale(s) for s in group}
     return {seed for seed in {k for k, _ in have} if all(have.get((seed, w)) == grid for w in widths)}
 
 
@@ -432,7 +440,8 @@ def _best(means: pd.Series) -> float | None:
 def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
     """The next grid point beyond each edge optimum.
 
-    For every (ablation, parameterization) of `specs` where some width's best finished LR (mean over the seeds that run
+    For every (ablation, parameterization) of `specs` where some scale's (width's, depth's, duration's) best finished
+    LR (mean over the seeds that run
     the whole grid) is the lowest or the highest of the group's grid, the runs one grid step further out, for every
     spec at that edge — every width, and every seed that has the edge point — so the widths keep one shared grid.
     `runs` is the store's table (Store.runs()); only the runs of `specs` count, so a resumed sweep re-derives the same
@@ -450,7 +459,8 @@ def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
             continue
         step = grid_step(grid)
         ends = set()
-        for _, table in done.groupby("width"):
+        scale_of = {s.run_hash: _scale(s) for s in group}
+        for _, table in done.groupby(done["run_hash"].map(scale_of)):
             best = _best(table.groupby("log2_lr")["final_val_loss"].mean())
             if best is None:
                 continue  # every LR diverged at this width: no optimum to chase
@@ -470,7 +480,7 @@ def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
 def seed_neighbourhoods(specs: list[RunSpec], runs, seeds: int) -> list[RunSpec]:
     """The runs of seeds 1…seeds-1 that the adaptive grid asks for, given what is stored.
 
-    Per (ablation, parameterization) and width: the grid points within one step of the coarse seeds' best LR; once
+    Per (ablation, parameterization) and scale (width, depth or duration): the grid points within one step of the coarse seeds' best LR; once
     all of them are finished, while the best mean loss over every seed sits on the neighbourhood's edge (and the grid
     goes further), one more point on that side. Derived from the stored runs alone, so a resumed sweep asks for the
     same runs. Returns every neighbourhood run so far, stored or not.
@@ -490,7 +500,7 @@ def seed_neighbourhoods(specs: list[RunSpec], runs, seeds: int) -> list[RunSpec]
         by_width: dict[int, dict[float, list[RunSpec]]] = {}
         for s in group:
             if s.train.seed in coarse:
-                by_width.setdefault(s.model.width, {}).setdefault(_lr_key(s), []).append(s)
+                by_width.setdefault(_scale(s), {}).setdefault(_lr_key(s), []).append(s)
         for width, at in by_width.items():
             template = {x: min(ss, key=lambda s: s.train.seed) for x, ss in at.items()}
             coarse_means = pd.Series({x: _mean([loss.get(s.run_hash) for s in ss]) for x, ss in at.items()})

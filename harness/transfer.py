@@ -1,9 +1,13 @@
-"""Transfer analysis: the optimal learning rate per width, how fast it drifts with width, and a verdict that says
+"""Transfer analysis: the optimal learning rate at each scale, how fast it drifts with scale, and a verdict that says
 whether the sweep can tell.
 
-Public entry point: `analyze_frame(frame, tolerance=None)` on a DataFrame with columns `ablation, parameterization,
-width, log2_lr, seed, final_val_loss` (inf = diverged; a `status` column, if present, keeps only ok/diverged rows).
-`analyze(runs)` is the same on the store's table.
+Public entry point: `analyze_frame(frame, tolerance=None, axis=None)` on a DataFrame with columns `ablation,
+parameterization, width, log2_lr, seed, final_val_loss` (inf = diverged; a `status` column, if present, keeps only
+ok/diverged rows). `analyze(runs)` is the same on the store's table.
+
+The scale is the width unless `axis` names another column: "depth" (a depth × LR sweep at a fixed width) or "tokens"
+(a duration × LR sweep: the training length in tokens). A frame with an `axis` column (the store's) says it per row.
+Everything below reads "width" as that axis: the drift is log2 LR per doubling of depth, or of tokens.
 
 Per (ablation, parameterization):
 
@@ -67,6 +71,7 @@ import pandas as pd
 from harness.errors import UserError
 
 REQUIRED_COLUMNS = ("ablation", "parameterization", "width", "log2_lr", "seed", "final_val_loss")
+AXES = ("width", "depth", "tokens")
 DEFAULT_TOLERANCE = 0.4  # δ, log2 LR per width doubling (see the module docstring)
 CONFIDENCE = 0.90
 MIN_FINITE_POINTS = 2  # finite points of a width's seed-mean curve below which it counts as diverged
@@ -89,8 +94,8 @@ def t95(df: int) -> float:
 
 
 @dataclass
-class WidthOptimum:
-    width: int
+class Optimum:
+    scale: int  # the width, depth or tokens this optimum is at (the verdict's axis)
     argmin_log2_lr: float | None
     optimal_log2_lr: float | None
     best_loss: float
@@ -108,8 +113,8 @@ class Verdict:
     reason: str
     tolerance: float
     grid_step: float
-    widths: list[int]
-    optima: list[WidthOptimum]
+    scales: list[int]  # the values on the axis, smallest first
+    optima: list[Optimum]
     spread: float | None = None
     strict_transfer: bool | None = None
     drift_per_doubling: float | None = None
@@ -120,10 +125,11 @@ class Verdict:
     wider_is_better: bool | None = None
     n_seeds: int = 1
     notes: list[str] = field(default_factory=list)
+    axis: str = "width"  # width | depth | tokens: what the drift is per doubling of
 
     @property
     def optimal_log2_lr(self) -> dict[int, float | None]:
-        return {o.width: o.optimal_log2_lr for o in self.optima}
+        return {o.scale: o.optimal_log2_lr for o in self.optima}
 
     @property
     def regret_diverged(self) -> bool:
@@ -138,11 +144,11 @@ class Verdict:
         out = {k: clean(v) for k, v in asdict(self).items() if k not in ("optima", "drift_interval")}
         out["drift_interval"] = list(self.drift_interval) if self.drift_interval is not None else None
         out["regret_diverged"] = self.regret_diverged
-        out["optimal_log2_lr"] = {str(o.width): clean(o.optimal_log2_lr) for o in self.optima}
-        out["argmin_log2_lr"] = {str(o.width): clean(o.argmin_log2_lr) for o in self.optima}
-        out["best_loss"] = {str(o.width): clean(o.best_loss) for o in self.optima}
-        out["interval"] = {str(o.width): list(o.interval) for o in self.optima if o.interval is not None}
-        out["on_edge"] = {str(o.width): o.on_edge for o in self.optima}
+        out["optimal_log2_lr"] = {str(o.scale): clean(o.optimal_log2_lr) for o in self.optima}
+        out["argmin_log2_lr"] = {str(o.scale): clean(o.argmin_log2_lr) for o in self.optima}
+        out["best_loss"] = {str(o.scale): clean(o.best_loss) for o in self.optima}
+        out["interval"] = {str(o.scale): list(o.interval) for o in self.optima if o.interval is not None}
+        out["on_edge"] = {str(o.scale): o.on_edge for o in self.optima}
         return out
 
 
@@ -326,8 +332,8 @@ def _regrets(widest, argmin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # --- one (ablation, parameterization) ---------------------------------------------------------------------------------
 @dataclass
-class _Width:
-    width: int
+class _Scale:
+    scale: int
     grid: np.ndarray  # the LRs every seed ran at this width (sorted)
     curves: np.ndarray  # (seeds, len(grid)) losses
     missing: int  # grid points of the group that the best-covered seed lacks here
@@ -336,42 +342,44 @@ class _Width:
     any_curves: np.ndarray  # (seeds, len(any_grid)) losses, NaN where a seed did not run that LR
 
 
-def _width_tables(runs: pd.DataFrame, seeds: list, group_grid: np.ndarray) -> list[_Width]:
+def _scale_tables(runs: pd.DataFrame, seeds: list, group_grid: np.ndarray, axis: str) -> list[_Scale]:
     out = []
-    for width, table in runs.groupby("width"):
+    for scale, table in runs.groupby(axis):
         pivot = table.pivot_table(index="seed", columns="log2_lr", values="final_val_loss", aggfunc="mean")
         pivot = pivot.reindex(index=seeds)
         covered = pivot.notna().sum(axis=1).max()
         grid = np.array(sorted(pivot.columns[pivot.notna().all(axis=0)]), dtype=float)
-        out.append(_Width(int(width), grid, pivot[grid].to_numpy(dtype=float), int(len(group_grid) - covered),
+        out.append(_Scale(int(scale), grid, pivot[grid].to_numpy(dtype=float), int(len(group_grid) - covered),
                           len(group_grid), np.array(pivot.columns, dtype=float), pivot.to_numpy(dtype=float)))
     return out
 
 
-def analyze_group(ablation: str, parameterization: str, runs: pd.DataFrame, tolerance: float | None = None) -> Verdict:
-    """The verdict for one (ablation, parameterization) from its finished runs (status ok or diverged)."""
+def analyze_group(ablation: str, parameterization: str, runs: pd.DataFrame, tolerance: float | None = None,
+                  axis: str = "width") -> Verdict:
+    """The verdict for one (ablation, parameterization) from its finished runs (status ok or diverged), along `axis`
+    (the column that holds the scale: width, depth or tokens)."""
     if "status" in runs:
         runs = runs[runs["status"].isin(["ok", "diverged"])]
     group_grid = np.array(sorted(runs["log2_lr"].unique()), dtype=float)
     tol = DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
-    widths = sorted(int(w) for w in runs["width"].unique())
-    # the seeds used are those with runs at every width (a seed's curves stay together across widths and LRs)
-    per_width = [set(runs.loc[runs["width"] == w, "seed"]) for w in widths]
-    seeds = sorted(set.intersection(*per_width)) if per_width else []
-    verdict = Verdict(ablation, parameterization, "inconclusive", "", tol, grid_step(group_grid), widths, [],
-                      n_seeds=len(seeds))
-    dropped = sorted(set().union(*per_width) - set(seeds)) if per_width else []
+    scales = sorted(int(w) for w in runs[axis].unique())
+    # the seeds used are those with runs at every scale (a seed's curves stay together across scales and LRs)
+    per_scale = [set(runs.loc[runs[axis] == w, "seed"]) for w in scales]
+    seeds = sorted(set.intersection(*per_scale)) if per_scale else []
+    verdict = Verdict(ablation, parameterization, "inconclusive", "", tol, grid_step(group_grid), scales, [],
+                      n_seeds=len(seeds), axis=axis)
+    dropped = sorted(set().union(*per_scale) - set(seeds)) if per_scale else []
     if dropped:
-        verdict.notes.append(f"seed(s) {', '.join(map(str, dropped))} left out: not run at every width yet")
-    tables = _width_tables(runs[runs["seed"].isin(seeds)], seeds, group_grid) if seeds else []
+        verdict.notes.append(f"seed(s) {', '.join(map(str, dropped))} left out: not run at every {axis} yet")
+    tables = _scale_tables(runs[runs["seed"].isin(seeds)], seeds, group_grid, axis) if seeds else []
     if any(len(t.grid) == 0 for t in tables):
-        verdict.reason = "missing runs: no learning rate that every seed ran at width " + ", ".join(
-            str(t.width) for t in tables if len(t.grid) == 0)
+        verdict.reason = f"missing runs: no learning rate that every seed ran at {axis} " + ", ".join(
+            str(t.scale) for t in tables if len(t.grid) == 0)
         return verdict
     if len(tables) < 2:
-        verdict.reason = "fewer than two widths finished"
+        verdict.reason = f"fewer than two {axis} values finished"
         return verdict
-    j = judge([(t.grid, t.curves[None]) for t in tables], np.log2(widths).astype(float), tol,
+    j = judge([(t.grid, t.curves[None]) for t in tables], np.log2(scales).astype(float), tol,
               widest_all=(tables[-1].any_grid, tables[-1].any_curves[None]))
     _fill(verdict, j, tables, group_grid)
     return verdict
@@ -381,21 +389,21 @@ def _num(x) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def _fill(v: Verdict, j: Judgement, tables: list[_Width], group_grid: np.ndarray) -> None:
+def _fill(v: Verdict, j: Judgement, tables: list[_Scale], group_grid: np.ndarray) -> None:
     """The Verdict of draw 0 of `j`, with its reason."""
     problems = []
     for k, t in enumerate(tables):
         arg, opt, edge = _num(j.argmin[0, k]), _num(j.optimum[0, k]), bool(j.on_edge[0, k])
         n_finite = int(j.n_finite[0, k])
-        o = WidthOptimum(t.width, arg, opt, float(j.best_loss[0, k]), edge, len(t.grid), n_finite)
+        o = Optimum(t.scale, arg, opt, float(j.best_loss[0, k]), edge, len(t.grid), n_finite)
         if opt is not None and np.isfinite(j.optimum_sd[0, k]):
             half = t95(j.n_seeds - 1) * math.sqrt(j.n_seeds / (j.n_seeds - 1)) * float(j.optimum_sd[0, k])
             o.interval = (opt - half, opt + half)
         v.optima.append(o)
         if t.missing:
-            problems.append(f"missing runs: width {t.width} has {t.all_lrs - t.missing} of {t.all_lrs} learning rates")
+            problems.append(f"missing runs: {v.axis} {t.scale} has {t.all_lrs - t.missing} of {t.all_lrs} learning rates")
         elif n_finite < MIN_FINITE_POINTS:
-            problems.append(f"diverged: width {t.width} diverged at {len(t.grid) - n_finite} of {len(t.grid)} "
+            problems.append(f"diverged: {v.axis} {t.scale} diverged at {len(t.grid) - n_finite} of {len(t.grid)} "
                             "learning rates")
         elif edge:
             side = "lowest" if arg == t.grid[0] else "highest"
@@ -403,7 +411,7 @@ def _fill(v: Verdict, j: Judgement, tables: list[_Width], group_grid: np.ndarray
                 fix = "extend the grid (run --extend-grid N, or --lrs)"
             else:
                 fix = "the seeds' common neighbourhood ends there: re-run the sweep to extend it"
-            problems.append(f"optimum on the grid edge: width {t.width}'s optimum is the {side} LR (2^{arg:g}) "
+            problems.append(f"optimum on the grid edge: {v.axis} {t.scale}'s optimum is the {side} LR (2^{arg:g}) "
                             f"that every seed ran; {fix}")
     if all(o.optimal_log2_lr is not None for o in v.optima):
         values = np.array([o.optimal_log2_lr for o in v.optima])
@@ -436,12 +444,12 @@ def _reason(v: Verdict) -> str:
     if v.drift_interval is None:
         return "noise as large as the effect: the bootstrap found no optimum in some resamples; add seeds"
     lo, hi = v.drift_interval
-    stated = f"drift {d:+.2f} per width doubling, 90% interval [{lo:+.2f}, {hi:+.2f}], δ = {tol:g}"
-    where = f"width {v.widths[-1]}"
+    stated = f"drift {d:+.2f} per {v.axis} doubling, 90% interval [{lo:+.2f}, {hi:+.2f}], δ = {tol:g}"
+    where = f"{v.axis} {v.scales[-1]}"
     if v.regret_diverged:
         if v.verdict == "shifts":
-            return f"the narrowest width's best LR diverges at {where} (regret ∞); {stated}"
-        return f"diverged: the narrowest width's best LR diverges at {where} (regret ∞), but the {stated} includes 0"
+            return f"the smallest {v.axis}'s best LR diverges at {where} (regret ∞); {stated}"
+        return f"diverged: the smallest {v.axis}'s best LR diverges at {where} (regret ∞), but the {stated} includes 0"
     if v.verdict == "transfers":
         return f"{stated}: the interval lies within ±δ"
     if v.verdict == "shifts":
@@ -452,17 +460,19 @@ def _reason(v: Verdict) -> str:
 
 
 # --- entry points ------------------------------------------------------------------------------------------------------
-def check_frame(frame) -> pd.DataFrame:
-    """The frame with numeric columns, or UserError naming what is wrong."""
+def check_frame(frame, axes: tuple[str, ...] = ("width",)) -> pd.DataFrame:
+    """The frame with numeric columns, or UserError naming what is wrong. `axes`: the scale columns it must have."""
     if not isinstance(frame, pd.DataFrame):
         raise UserError(f"analyze_frame needs a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    required = [c for c in REQUIRED_COLUMNS if c != "width"]
+    required[2:2] = list(axes)
+    missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise UserError(f"the frame lacks column(s) {', '.join(missing)}: it needs {', '.join(REQUIRED_COLUMNS)}")
+        raise UserError(f"the frame lacks column(s) {', '.join(missing)}: it needs {', '.join(required)}")
     frame = frame.copy()
     if "status" in frame:
         frame = frame[frame["status"].isin(["ok", "diverged"])]
-    for column in ("width", "log2_lr", "seed", "final_val_loss"):
+    for column in (*axes, "log2_lr", "seed", "final_val_loss"):
         values = pd.to_numeric(frame[column], errors="coerce")
         bad = values.isna() if column != "final_val_loss" else values.isna() | (values == -math.inf)
         if bad.any():
@@ -470,24 +480,40 @@ def check_frame(frame) -> pd.DataFrame:
             raise UserError(f"column {column!r} holds a non-numeric or missing value ({frame.loc[row, column]!r} in "
                             f"row {row}): use numbers, with inf for a diverged run, and drop unfinished runs")
         frame[column] = values.astype(float)
-    if not np.isfinite(frame["log2_lr"]).all() or (frame["width"] < 1).any():
-        raise UserError("log2_lr must be finite and width positive")
-    frame["width"] = frame["width"].astype(int)
+    for axis in axes:
+        if (frame[axis] < 1).any():
+            raise UserError(f"column {axis!r} must be positive (it is the scale: log2 of it is taken)")
+        frame[axis] = frame[axis].astype(int)
+    if not np.isfinite(frame["log2_lr"]).all():
+        raise UserError("log2_lr must be finite")
     frame["seed"] = frame["seed"].astype(int)
     return frame
 
 
 def _check_tolerance(tolerance) -> None:
     if tolerance is not None and not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
-        raise UserError(f"tolerance must be a number >= 0 (log2 LR per width doubling), got {tolerance!r}")
+        raise UserError(f"tolerance must be a number >= 0 (log2 LR per doubling of the scale), got {tolerance!r}")
 
 
-def analyze_frame(frame: pd.DataFrame, tolerance: float | None = None) -> list[Verdict]:
-    """Verdicts for every (ablation, parameterization) of `frame` (columns REQUIRED_COLUMNS; final_val_loss inf =
-    diverged). `tolerance` is δ in log2 LR per width doubling (default DEFAULT_TOLERANCE). UserError on bad input."""
+def analyze_frame(frame: pd.DataFrame, tolerance: float | None = None, axis: str | None = None) -> list[Verdict]:
+    """Verdicts for every (ablation, parameterization) of `frame` (columns REQUIRED_COLUMNS, with `axis` — width,
+    depth or tokens — in place of width; final_val_loss inf = diverged). `axis` None: the frame's `axis` column per
+    row if it has one, else width. `tolerance` is δ in log2 LR per doubling of the axis (default DEFAULT_TOLERANCE).
+    UserError on bad input."""
     _check_tolerance(tolerance)
-    frame = check_frame(frame)
-    return [analyze_group(ablation, param, group, tolerance)
+    if axis is not None and axis not in AXES:
+        raise UserError(f"axis {axis!r} is not one of: {', '.join(AXES)}")
+    if axis is None and "axis" in getattr(frame, "columns", ()):
+        named = set(frame["axis"].dropna())
+        if not named <= set(AXES):
+            raise UserError(f"column 'axis' holds {sorted(named - set(AXES))}: use {', '.join(AXES)}")
+        frame = check_frame(frame, tuple(a for a in AXES if a in named) or ("width",))
+        keys = ["ablation", "parameterization", "axis"]
+        return [analyze_group(ablation, param, group, tolerance, axis=name)
+                for (ablation, param, name), group in frame.groupby(keys, sort=False)]
+    axis = axis or "width"
+    frame = check_frame(frame, (axis,))
+    return [analyze_group(ablation, param, group, tolerance, axis=axis)
             for (ablation, param), group in frame.groupby(["ablation", "parameterization"], sort=False)]
 
 

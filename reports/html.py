@@ -12,6 +12,7 @@ import jinja2
 from harness.transfer import DEFAULT_TOLERANCE
 from reports import plots
 from reports.summary import AGREEMENT_MARK
+from reports.tables import scale_header
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -53,21 +54,27 @@ def _environment() -> jinja2.Environment:
 
 def figures(sweep) -> dict:
     """Every figure of the report as a data URI, with what the page says about it."""
-    palette = plots.width_palette(sweep.widths)
-    out = {"overview": None, "ablations": {}, "coord_checks": []}
-    if sweep.entries:
-        out["overview"] = _data_uri(plots.overview_figure(sweep.entries))
+    axes = sweep.axes
+    palettes = {axis: plots.scale_palette(values) for axis, values in axes.items()}
+    out = {"overview": [], "ablations": {}, "coord_checks": []}
+    for axis in axes:  # one overview per axis: widths, depths and token counts share no x axis
+        entries = [e for e in sweep.entries if e["axis"] == axis]
+        if entries:
+            out["overview"].append({"axis": axis, "figure": _data_uri(plots.overview_figure(entries, axis=axis))})
     for name in sweep.ablations():
         verdicts = {v.parameterization: v for v in sweep.verdicts if v.ablation == name}
         if not verdicts:
             continue
-        runs = sweep.runs[(sweep.runs["ablation"] == name) & sweep.runs["status"].isin(["ok", "diverged"])]
-        lr_png, clipped = plots.lr_sweep_figure(runs, verdicts, palette)
-        curves = sweep.curves[sweep.curves["ablation"] == name]
+        axis = next(iter(verdicts.values())).axis
+        runs = sweep.runs[(sweep.runs["ablation"] == name) & sweep.runs["status"].isin(["ok", "diverged"])
+                          & (sweep.runs["axis"] == axis)]
+        lr_png, clipped = plots.lr_sweep_figure(runs, verdicts, palettes[axis], axis)
+        curves = sweep.curves[(sweep.curves["ablation"] == name) & (sweep.curves["axis"] == axis)]
         out["ablations"][name] = {
             "lr": _data_uri(lr_png),
             "clipped": clipped,
-            "curves": _data_uri(plots.curves_figure(curves, list(verdicts), palette)),
+            "curves": _data_uri(plots.curves_figure(curves, list(verdicts), palettes[axis], axis)),
+            "axis": axis,
         }
     for check in (sweep.coord_check or {}).get("checks", []):
         try:
@@ -111,7 +118,8 @@ def render_html(sweep, results: dict) -> str:
         "counts": counts,
         "percent": 100.0 * counts["finished"] / counts["planned"] if counts["planned"] else 0.0,
         "entries": entries,
-        "widths": meta["widths"],
+        "axes": meta["axes"],
+        "scale_header": scale_header,
         "tally": tally,
         "verdict_tally": verdict_tally,
         "agreement_label": AGREEMENT_MARK,

@@ -17,6 +17,8 @@ from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 from PIL import Image
 
+from reports.tables import scale_text
+
 DPI = 100
 PARAM_LABEL = {"mup": "μP", "sp": "SP"}
 PARAM_COLOR = {"mup": "#1f6fb2", "sp": "#d0512a"}
@@ -32,12 +34,13 @@ def param_label(param: str) -> str:
     return PARAM_LABEL.get(param, param)
 
 
-def width_palette(widths: list[int]) -> dict[int, tuple]:
-    """Sequential colours, light = narrow, dark = wide; the same width has the same colour in every figure."""
-    colors = sns.color_palette("crest", n_colors=max(len(widths), 2))
-    if len(widths) == 1:
+def scale_palette(scales: list[int]) -> dict[int, tuple]:
+    """Sequential colours, light = small, dark = large (narrow/wide, shallow/deep, short/long); the same value has the
+    same colour in every figure of its axis."""
+    colors = sns.color_palette("crest", n_colors=max(len(scales), 2))
+    if len(scales) == 1:
         colors = colors[-1:]
-    return dict(zip(widths, colors))
+    return dict(zip(scales, colors))
 
 
 def png(fig: Figure) -> bytes:
@@ -58,18 +61,18 @@ def _figure(width_in: float, height_in: float) -> Figure:
 
 # --- loss vs learning rate --------------------------------------------------------------------------------------
 def _means(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean final loss per (parameterization, width, log2 LR) over seeds; inf where any seed diverged."""
-    return runs.groupby(["parameterization", "width", "log2_lr"], as_index=False)["final_val_loss"].mean()
+    """Mean final loss per (parameterization, scale, log2 LR) over seeds; inf where any seed diverged."""
+    return runs.groupby(["parameterization", "scale", "log2_lr"], as_index=False)["final_val_loss"].mean()
 
 
 def loss_limits(runs: pd.DataFrame) -> tuple[float, float, bool]:
-    """(bottom, top, clipped): the y range that shows every width's basin; `clipped` when higher losses are cut off."""
+    """(bottom, top, clipped): the y range that shows every scale's basin; `clipped` when higher losses are cut off."""
     means = _means(runs)
     finite = means[np.isfinite(means["final_val_loss"])]
     if finite.empty:
         return 0.0, 1.0, False
     tops = []
-    for _, g in finite.groupby(["parameterization", "width"]):
+    for _, g in finite.groupby(["parameterization", "scale"]):
         g = g.sort_values("log2_lr").reset_index(drop=True)
         i = int(g["final_val_loss"].idxmin())
         tops.append(g["final_val_loss"].iloc[max(0, i - BASIN_STEPS): i + BASIN_STEPS + 1].max())
@@ -91,10 +94,10 @@ def _parabola_value(x: float, g: pd.DataFrame) -> float:
     return float(ys[i])
 
 
-def lr_sweep_figure(runs: pd.DataFrame, verdicts: dict, palette: dict) -> tuple[bytes, bool]:
-    """Final validation loss vs log2 LR for one ablation: a panel per parameterization (shared y), a line per width,
-    each width's optimum starred, diverged runs as × under the top edge, losses above the axis as ▲ on it.
-    Returns (png, whether the y axis clips high losses)."""
+def lr_sweep_figure(runs: pd.DataFrame, verdicts: dict, palette: dict, axis: str = "width") -> tuple[bytes, bool]:
+    """Final validation loss vs log2 LR for one ablation: a panel per parameterization (shared y), a line per value
+    of the axis (`scale` column: width, depth or tokens), each one's optimum starred, diverged runs as × under the
+    top edge, losses above the axis as ▲ on it. Returns (png, whether the y axis clips high losses)."""
     params = list(verdicts)
     bottom, top, clipped = loss_limits(runs)
     with sns.axes_style("whitegrid"), sns.plotting_context("paper", rc=STYLE):
@@ -106,15 +109,15 @@ def lr_sweep_figure(runs: pd.DataFrame, verdicts: dict, palette: dict) -> tuple[
             finite = data[np.isfinite(data["final_val_loss"])]
             many_seeds = data["seed"].nunique() > 1
             if not finite.empty:
-                sns.lineplot(data=finite, x="log2_lr", y="final_val_loss", hue="width", palette=palette,
-                             hue_order=[w for w in palette if w in set(finite["width"])], marker="o", markersize=4,
+                sns.lineplot(data=finite, x="log2_lr", y="final_val_loss", hue="scale", palette=palette,
+                             hue_order=[w for w in palette if w in set(finite["scale"])], marker="o", markersize=4,
                              errorbar=("pi", 100) if many_seeds else None, ax=ax, legend=False, linewidth=1.4)
             edge = blended_transform_factory(ax.transData, ax.transAxes)
             means = _means(data)
-            for k, (width, g) in enumerate(means.groupby("width")):
-                color = palette[int(width)]
+            for k, (scale, g) in enumerate(means.groupby("scale")):
+                color = palette[int(scale)]
                 bad = g[~np.isfinite(g["final_val_loss"])]
-                # stacked down from the top edge, one row per width, so every width's divergence stays visible
+                # stacked down from the top edge, one row per scale, so every scale's divergence stays visible
                 ax.scatter(bad["log2_lr"], np.full(len(bad), 0.96 - 0.06 * k), marker="x", s=36, color=color,
                            transform=edge, clip_on=False, zorder=5, linewidths=1.6)
                 high = g[np.isfinite(g["final_val_loss"]) & (g["final_val_loss"] > top)]
@@ -123,9 +126,9 @@ def lr_sweep_figure(runs: pd.DataFrame, verdicts: dict, palette: dict) -> tuple[
             for o in v.optima:
                 if o.optimal_log2_lr is None:
                     continue
-                g = means[means["width"] == o.width]
+                g = means[means["scale"] == o.scale]
                 ax.scatter([o.optimal_log2_lr], [_parabola_value(o.optimal_log2_lr, g)], marker="*", s=150,
-                           color=palette[o.width], edgecolor="black", linewidth=0.6, zorder=6)
+                           color=palette[o.scale], edgecolor="black", linewidth=0.6, zorder=6)
             ax.set_ylim(bottom, top)
             ax.set_xlabel("log2 learning rate")
             ax.set_ylabel("final validation loss")
@@ -137,56 +140,56 @@ def lr_sweep_figure(runs: pd.DataFrame, verdicts: dict, palette: dict) -> tuple[
                 ax.set_xticks(grid)
                 ax.set_xticklabels([f"{x:g}" for x in grid])
                 ax.set_xlim(grid[0] - 0.4, grid[-1] + 0.4)
-        handles = [Line2D([], [], color=palette[w], marker="o", markersize=4, label=str(w)) for w in palette
-                   if w in set(runs["width"])]
+        handles = [Line2D([], [], color=palette[w], marker="o", markersize=4, label=scale_text(axis, w))
+                   for w in palette if w in set(runs["scale"])]
         handles.append(Line2D([], [], ls="", marker="*", markersize=10, color="grey", markeredgecolor="black",
                               label="optimum"))
         if not np.isfinite(runs["final_val_loss"]).all():
             handles.append(Line2D([], [], ls="", marker="x", markersize=6, color="grey", label="diverged"))
         if clipped:
             handles.append(Line2D([], [], ls="", marker="^", markersize=5, color="grey", label="off scale"))
-        fig.legend(handles=handles, title="width", loc="outside right upper", frameon=False)
+        fig.legend(handles=handles, title=axis, loc="outside right upper", frameon=False)
         return png(fig), clipped
 
 
 # --- training curves --------------------------------------------------------------------------------------------
-def curves_figure(curves: pd.DataFrame, params: list[str], palette: dict) -> bytes:
-    """Validation loss vs step of the runs at each width's grid optimum (seed band with several seeds)."""
+def curves_figure(curves: pd.DataFrame, params: list[str], palette: dict, axis: str = "width") -> bytes:
+    """Validation loss vs step of the runs at each scale's grid optimum (seed band with several seeds)."""
     with sns.axes_style("whitegrid"), sns.plotting_context("paper", rc=STYLE):
         fig = _figure(4.1 * len(params) + 0.9, 3.2)
         axes = fig.subplots(1, len(params), sharey=True, squeeze=False)[0]
         for ax, param in zip(axes, params):
             data = curves[(curves["parameterization"] == param) & curves["loss"].notna()]
             if not data.empty:
-                sns.lineplot(data=data, x="step", y="loss", hue="width", palette=palette,
-                             hue_order=[w for w in palette if w in set(data["width"])], marker="o", markersize=3,
+                sns.lineplot(data=data, x="step", y="loss", hue="scale", palette=palette,
+                             hue_order=[w for w in palette if w in set(data["scale"])], marker="o", markersize=3,
                              errorbar=("pi", 100) if data["seed"].nunique() > 1 else None, ax=ax, legend=False,
                              linewidth=1.4)
-                for width, g in data.groupby("width"):
+                for scale, g in data.groupby("scale"):
                     last = g[g["step"] == g["step"].max()]
                     lr = g["log2_lr"].iloc[0]
                     ax.annotate(f"$2^{{{lr:g}}}$", (last["step"].iloc[0], last["loss"].mean()), xytext=(3, 0),
-                                textcoords="offset points", fontsize=7, color=palette[int(width)], va="center")
+                                textcoords="offset points", fontsize=7, color=palette[int(scale)], va="center")
             else:
                 ax.text(0.5, 0.5, "no finished run at an optimum", ha="center", va="center", transform=ax.transAxes,
                         color="grey")
-            ax.set_title(f"{param_label(param)}: validation loss at each width's best LR", loc="left")
+            ax.set_title(f"{param_label(param)}: validation loss at each {axis}'s best LR", loc="left")
             ax.set_xlabel("step")
             ax.set_ylabel("validation loss")
             ax.margins(x=0.12)
-        handles = [Line2D([], [], color=palette[w], marker="o", markersize=3, label=str(w)) for w in palette
-                   if w in set(curves["width"])]
+        handles = [Line2D([], [], color=palette[w], marker="o", markersize=3, label=scale_text(axis, w))
+                   for w in palette if w in set(curves["scale"])]
         if handles:
-            fig.legend(handles=handles, title="width", loc="outside right upper", frameon=False)
+            fig.legend(handles=handles, title=axis, loc="outside right upper", frameon=False)
         return png(fig)
 
 
-# --- overview: optimum vs width for every ablation --------------------------------------------------------------
-def overview_figure(entries: list[dict], columns: int = 6) -> bytes:
-    """Small multiples, one panel per ablation: optimal log2 LR vs log2 width per parameterization, each optimum with
-    its 90% interval over seeds as a bar, and the wedge of drifts within ±δ (the tolerance, log2 LR per doubling)
-    around the narrowest width's optimum. Every panel spans the same number of log2 units, so equal slopes look
-    equal."""
+# --- overview: optimum vs width (or depth, or tokens) for every ablation ----------------------------------------
+def overview_figure(entries: list[dict], columns: int = 6, axis: str = "width") -> bytes:
+    """Small multiples, one panel per ablation: optimal log2 LR vs log2 of the axis (the entries' scales) per
+    parameterization, each optimum with its 90% interval over seeds as a bar, and the wedge of drifts within ±δ (the
+    tolerance, log2 LR per doubling) around the smallest scale's optimum. Every panel spans the same number of log2
+    units, so equal slopes look equal."""
     by_ablation: dict[str, list[dict]] = {}
     for e in entries:
         by_ablation.setdefault(e["ablation"], []).append(e)
@@ -240,8 +243,8 @@ def overview_figure(entries: list[dict], columns: int = 6) -> bytes:
         if all_widths:
             for ax in axes[-1]:
                 ax.set_xticks([math.log2(w) for w in all_widths])
-                ax.set_xticklabels([str(w) for w in all_widths])
-        fig.supxlabel("width (log scale)", fontsize=9)
+                ax.set_xticklabels([scale_text(axis, w) for w in all_widths])
+        fig.supxlabel(f"{axis} (log scale)", fontsize=9)
         fig.supylabel("optimal log2 LR", fontsize=9)
         params = sorted({e["parameterization"] for e in entries}, key=lambda p: (p != "mup", p))
         handles = [Line2D([], [], color=PARAM_COLOR.get(p, "#555555"), marker="o", markersize=3.5,
@@ -293,7 +296,7 @@ def coord_check_figure(check: dict) -> bytes:
                 if c == 0:
                     ax.set_ylabel(label[q])
                 if r == len(quantities) - 1:
-                    ax.set_xlabel("width")
+                    ax.set_xlabel(check.get("axis", "width"))
         widths = sorted(records["width"].unique())
         for ax in axes[-1]:
             ax.set_xticks(widths)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from harness.store import atomic_write
 
-SCHEMA_ID = "mupbench.results/2"
+SCHEMA_ID = "mupbench.results/3"
 SCHEMA_FILE = Path(__file__).with_name("results.schema.json")
 
 _TYPES = {

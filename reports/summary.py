@@ -5,7 +5,15 @@ import math
 from pathlib import Path
 
 from harness.store import atomic_write
-from reports.tables import drift_text, fmt, markdown_code, markdown_table, markdown_text, regret_text
+from reports.tables import (
+    drift_text,
+    fmt,
+    markdown_code,
+    markdown_table,
+    markdown_text,
+    regret_text,
+    scale_header,
+)
 
 AGREEMENT_MARK = {"agree": "✅ agree", "disagree": "❌ disagree", "inconclusive": "⚠️ inconclusive",
                   "no expectation": "no expectation"}
@@ -24,12 +32,12 @@ def summary_markdown(title: str, headers: list[str], rows: list[list], intro: li
 
 
 def sweep_summary(sweep, results: dict) -> str:
-    """The summary of a loaded sweep (reports.sweep.SweepData) and its results.json document."""
+    """The summary of a loaded sweep (reports.sweep.SweepData) and its results.json document: one table per axis
+    swept (width, depth, tokens), each with a column per value of it."""
     meta = results["sweep"]
     entries = results["verdicts"]
     tally = {k: sum(e["agreement"] == k for e in entries) for k in AGREEMENT_MARK}
     c = meta["counts"]
-    widths = meta["widths"]
     title = f"mupbench · {', '.join(meta['suites']) or 'sweep'} · {meta['preset'] or '?'}"
     judged = ", ".join(f"{n} {k}" for k, n in tally.items() if n)
     corpus = meta["corpus"]
@@ -42,25 +50,40 @@ def sweep_summary(sweep, results: dict) -> str:
              f"rev {', '.join(meta['git_revs']) or '?'} · "
              f"corpus {corpus['name'] + ' ' + corpus['sha256'][:12] if corpus else '?'}"),
     ]
-    rows = []
-    for e in entries:
-        opt = e["optimal_log2_lr"]
-        rows.append([
-            e["ablation"], e["parameterization"], e["expected"] if e["expected"] != "unknown" else "–",
-            e["verdict"] + ("" if e["complete"] else " (partial)"), AGREEMENT_MARK[e["agreement"]],
-            *[fmt(opt.get(str(w))) for w in widths], drift_text(e["drift_per_doubling"], e["drift_interval"]),
-            regret_text(math.inf if e["regret_diverged"] else e["transfer_regret"]), e["strict_transfer"], e["n_seeds"],
-        ])
+    tables = []
+    for axis, scales in meta["axes"].items():
+        rows = []
+        for e in (e for e in entries if e["axis"] == axis):
+            opt = e["optimal_log2_lr"]
+            rows.append([
+                e["ablation"], e["parameterization"], e["expected"] if e["expected"] != "unknown" else "–",
+                e["verdict"] + ("" if e["complete"] else " (partial)"), AGREEMENT_MARK[e["agreement"]],
+                *[fmt(opt.get(str(w))) for w in scales], drift_text(e["drift_per_doubling"], e["drift_interval"]),
+                regret_text(math.inf if e["regret_diverged"] else e["transfer_regret"]), e["strict_transfer"],
+                e["n_seeds"],
+            ])
+        if rows:
+            headers = ["ablation", "param", "expected", "observed", "agreement",
+                       *[scale_header(axis, w) for w in scales], f"drift/2x {axis} [90%]", "regret", "same argmin",
+                       "seeds"]
+            tables.append((axis, headers, rows))
     notes = [f"{markdown_code(e['ablation'])} {text(e['parameterization'])}: {text(e['reason'])}"
              for e in entries if e["agreement"] in ("disagree", "inconclusive") or not e["complete"]]
     delta = entries[0]["tolerance"] if entries else None
-    notes.append("w*N*: optimal log2 LR at width *N*; drift: log2 LR per width doubling with its 90% interval over seeds "
-                 f"(paired bootstrap); transfers when the interval lies within ±δ{f' = ±{delta:g}' if delta is not None else ''}"
-                 " and the regret is within noise, shifts when it excludes 0 and |drift| > δ; regret: widest model's loss "
-                 "at the narrowest model's best LR minus its best (∞: diverged); same argmin: Lingle's criterion")
-    headers = ["ablation", "param", "expected", "observed", "agreement", *[f"w{w}" for w in widths], "drift/2x [90%]",
-               "regret", "same argmin", "seeds"]
-    return summary_markdown(title, headers, rows, intro, notes)
+    notes.append("w*N* / L*N* / *N* tok: optimal log2 LR at width *N*, depth *N*, or a training length of *N* tokens; "
+                 "drift: log2 LR per doubling of that axis with its 90% interval over seeds (paired bootstrap); "
+                 f"transfers when the interval lies within ±δ{f' = ±{delta:g}' if delta is not None else ''}"
+                 " and the regret is within noise, shifts when it excludes 0 and |drift| > δ; regret: the largest "
+                 "scale's loss at the smallest scale's best LR minus its best (∞: diverged); same argmin: Lingle's "
+                 "criterion")
+    if not tables:
+        return summary_markdown(title, [], [], intro, notes)
+    parts = [summary_markdown(title, *tables[0][1:], intro)]
+    parts += [f"**{axis}**\n\n" + markdown_table(headers, rows) + "\n" for axis, headers, rows in tables[1:]]
+    if len(tables) > 1:
+        parts[0] = parts[0].replace("\n\n| ", f"\n\n**{tables[0][0]}**\n\n| ", 1)
+    parts.append("\n".join(f"- {n}" for n in notes) + "\n")
+    return "\n".join(parts)
 
 
 def write_summary(path: str | Path, text: str) -> Path:

@@ -36,14 +36,24 @@ class SweepData:
     verdicts: list[Verdict]
     entries: list[dict]  # one per verdict, results.json's "verdicts", in display order
     progress: list[dict]  # per (ablation, parameterization) of the plan: planned / finished / failed
-    curves: pd.DataFrame  # validation curves of every run at a width's grid optimum
+    curves: pd.DataFrame  # validation curves of every run at a scale's grid optimum
     coord_check: dict | None = None
     coord_check_error: str | None = None
     generated_at: float = field(default_factory=time.time)
 
     @property
+    def axes(self) -> dict[str, list[int]]:
+        """Every axis swept (width first, then depth, then tokens) and its values, from the runs and the plan."""
+        out: dict[str, set[int]] = {}
+        for table in (self.runs, self.plan):
+            for axis, scale in zip(table["axis"], table["scale"]):
+                out.setdefault(axis, set()).add(int(scale))
+        order = ("width", "depth", "tokens")
+        return {a: sorted(out[a]) for a in sorted(out, key=lambda a: order.index(a) if a in order else len(order))}
+
+    @property
     def widths(self) -> list[int]:
-        return sorted({int(w) for w in self.runs["width"]} | {int(w) for w in self.plan["width"]})
+        return self.axes.get("width", [])
 
     @property
     def finished(self) -> int:
@@ -80,6 +90,7 @@ class SweepData:
             "git_revs": _by_frequency(runs["git_rev"]),
             "corpus": self.corpus(),
             "widths": self.widths,
+            "axes": self.axes,
             "counts": {**self.counts, "finished": self.finished, "complete": self.complete},
             "wall_s": {
                 "sum": float(wall.sum()),
@@ -172,7 +183,7 @@ def load(sweep_dir: str | Path, tolerance: float | None = None) -> SweepData:
     finally:
         store.close()
     curves = curves[curves["split"] == "val"].merge(
-        optimum_runs[["run_hash", "ablation", "parameterization", "width", "log2_lr", "seed"]], on="run_hash")
+        optimum_runs[["run_hash", "ablation", "parameterization", "axis", "scale", "log2_lr", "seed"]], on="run_hash")
 
     progress = _progress(plan, runs)
     by_group = {(p["ablation"], p["parameterization"]): p for p in progress}
@@ -187,11 +198,12 @@ def load(sweep_dir: str | Path, tolerance: float | None = None) -> SweepData:
 
 
 def _optimum_runs(runs: pd.DataFrame, verdicts: list[Verdict]) -> pd.DataFrame:
-    """The finished runs at each width's grid argmin (every seed)."""
-    keys = [(v.ablation, v.parameterization, o.width, o.argmin_log2_lr)
+    """The finished runs at each scale's grid argmin (every seed)."""
+    keys = [(v.ablation, v.parameterization, v.axis, o.scale, o.argmin_log2_lr)
             for v in verdicts for o in v.optima if o.argmin_log2_lr is not None]
     if not keys:
         return runs.iloc[0:0]
-    wanted = pd.DataFrame(keys, columns=["ablation", "parameterization", "width", "log2_lr"])
+    on = ["ablation", "parameterization", "axis", "scale", "log2_lr"]
+    wanted = pd.DataFrame(keys, columns=on)
     finished = runs[runs["status"] == "ok"]
-    return finished.merge(wanted, on=["ablation", "parameterization", "width", "log2_lr"])
+    return finished.merge(wanted, on=on)

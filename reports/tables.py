@@ -52,7 +52,7 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 
 
 def drift_text(drift: float | None, interval) -> str:
-    """'+0.07 [-0.12, +0.26]': a drift per width doubling with its 90% interval (when there is one)."""
+    """'+0.07 [-0.12, +0.26]': a drift per doubling of the scale with its 90% interval (when there is one)."""
     if drift is None:
         return "–"
     text = f"{drift:+.2f}"
@@ -63,3 +63,21 @@ def regret_text(regret: float | None) -> str:
     if regret is None:
         return "–"
     return "∞ (diverged)" if math.isinf(regret) else f"{regret:.3g}"
+
+
+AXIS_PREFIX = {"width": "w", "depth": "L"}
+
+
+def scale_text(axis: str, value: int) -> str:
+    """A value on an axis, short: 32 (width), 8 (depth), 77k or 1.2M (tokens)."""
+    if axis != "tokens":
+        return str(value)
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.3g}{unit}"
+    return str(value)
+
+
+def scale_header(axis: str, value: int) -> str:
+    """A column header for the optimum at one value of an axis: w32, L8, 77k tok."""
+    return f"{AXIS_PREFIX[axis]}{value}" if axis in AXIS_PREFIX else f"{scale_text(axis, value)} tok"

@@ -356,7 +356,7 @@ def test_action_installs_mupbench_gates_and_writes_the_baseline(first_run, user_
     assert Path(run.outputs["summary"]).read_text() in run.summary
     assert "coord-check[mup]" in run.summary and "baseline[mup]" in run.summary
     assert "did not exist: this run wrote it" in run.summary
-    assert json.loads((workspace / BASELINE).read_text())["schema"] == "mupbench.results/2"
+    assert json.loads((workspace / BASELINE).read_text())["schema"] == "mupbench.results/3"
 
     upload = run.step("Upload")
     assert upload[1] == "uses" and upload[2]["name"] == "mupbench-smoke-cpu-micro"
@@ -408,7 +408,7 @@ def test_action_reports_a_malformed_baseline_with_exit_2(first_run, user_repo):
     assert run.exit_code == 2, run.log
     assert run.outputs["result"] == "error" and run.outputs["report"] == "" and run.outputs["summary"] == ""
     assert "mupbench gate: error (exit 2)" in run.summary
-    assert "is not a mupbench.results/1 or /2 document" in run.summary  # the gate's one-line reason, in the job summary
+    assert "is not a mupbench.results/1, /2 or /3 document" in run.summary  # the gate's one-line reason, in the job summary
     upload = run.step("Upload")
     assert upload[1] == "uses"
     uploaded = Path(upload[2]["path"])

@@ -97,7 +97,7 @@ def test_missing_baseline_is_written_then_compared(tmp_path, capsys):
     assert gate(d, "--baseline", base) == 0
     assert "did not exist: wrote this sweep's results there" in capsys.readouterr().out
     doc = json.loads(base.read_text())
-    assert doc["schema"] == "mupbench.results/2" and doc["verdicts"][0]["ablation"] == "baseline"
+    assert doc["schema"] == "mupbench.results/3" and doc["verdicts"][0]["ablation"] == "baseline"
     assert gate(d, "--baseline", base) == 0
     assert "transfers  transfers  +0.00" in capsys.readouterr().out
 
@@ -137,7 +137,7 @@ def test_inconclusive_is_a_warning_and_fails_under_strict(tmp_path, capsys):
 
 @pytest.mark.parametrize("content, message", [
     ("{not json", "is not valid JSON"),
-    (json.dumps({"schema": "something/else", "verdicts": []}), "is not a mupbench.results/1 or /2 document"),
+    (json.dumps({"schema": "something/else", "verdicts": []}), "is not a mupbench.results/1, /2 or /3 document"),
     (json.dumps({"schema": "mupbench.results/1", "verdicts": [{"ablation": "baseline"}]}), "verdicts[0] needs"),
 ])
 def test_malformed_baseline_is_a_usage_error(tmp_path, capsys, content, message):

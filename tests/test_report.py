@@ -160,7 +160,7 @@ def test_results_json_validates_and_judges_agreement(report):
     _, paths = report
     doc = json.loads(paths["results.json"].read_text())
     assert results.validate(doc) == []
-    assert doc["schema"] == "mupbench.results/2"
+    assert doc["schema"] == "mupbench.results/3"
     meta = doc["sweep"]
     assert meta["counts"] == {"planned": 315, "ok": 306, "diverged": 9, "failed": 0, "finished": 315, "complete": True}
     assert meta["corpus"]["sha256"] == DATA.sha256 and meta["versions"]["torch"] == ["2.13.0+cpu"]

@@ -65,7 +65,7 @@ def add_model_arguments(p) -> None:
 
 
 def select_entries(args):
-    """The suite, the preset (with --widths/--lrs applied) and the (ablation, parameterizations) entries a
+    """The suite, the preset (with --widths/--depths/--durations/--lrs applied) and the (ablation, parameterizations) entries a
     `run`-style command asks for."""
     import ablations
     from ablations.loader import load_user_ablations
@@ -73,8 +73,10 @@ def select_entries(args):
     load_user_ablations(args.ablations)
     suite = ablations.get_suite(args.suite)
     preset = ablations.get_preset(args.preset or suite.preset)
-    if getattr(args, "widths", None):
-        preset = dataclasses.replace(preset, widths=tuple(parse_list(args.widths, "--widths", positive_int)))
+    for option in ("widths", "depths", "durations"):
+        if getattr(args, option, None):
+            values = tuple(sorted(set(parse_list(getattr(args, option), f"--{option}", positive_int))))
+            preset = dataclasses.replace(preset, **{option: values})
     if getattr(args, "lrs", None):
         log2s = [math.log2(lr) for lr in parse_list(args.lrs, "--lrs", learning_rate)]
         preset = dataclasses.replace(preset, log2_lrs=tuple(sorted(log2s)))

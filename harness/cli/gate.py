@@ -82,6 +82,8 @@ def add_parser(sub) -> None:
     run.add_argument("--ray-address", default=None, metavar="ADDR")
     run.add_argument("--seeds", default=None)
     run.add_argument("--widths", default=None)
+    run.add_argument("--depths", default=None)
+    run.add_argument("--durations", default=None)
     run.add_argument("--lrs", default=None)
     run.add_argument("--data", default=None)
     run.add_argument("--retry-failed", action="store_true", help="train the sweep's stored failed runs again")
@@ -93,8 +95,8 @@ def add_parser(sub) -> None:
 def _run_first(args, out: Path) -> int:
     """`mupbench run` with the gate's run options, parsed by run's own parser so both accept the same values."""
     argv = ["run", "--suite", args.suite, "--out", str(out)]
-    for option in ("preset", "ablation", "device", "workers", "executor", "ray_address", "seeds", "widths", "lrs",
-                   "data", "model", "tolerance"):
+    for option in ("preset", "ablation", "device", "workers", "executor", "ray_address", "seeds", "widths", "depths",
+                   "durations", "lrs", "data", "model", "tolerance"):
         value = getattr(args, option)
         if value is not None:
             argv += [f"--{option.replace('_', '-')}", str(value)]
@@ -116,8 +118,8 @@ def cmd_gate(args) -> int:
     if target is None:
         raise UserError("which sweep? give a sweep directory, or --suite S --out DIR to run one first")
     sweep_dir = Path(target)
-    run_only = ("ablation", "preset", "model", "device", "workers", "executor", "ray_address", "seeds", "widths", "lrs",
-                "data")
+    run_only = ("ablation", "preset", "model", "device", "workers", "executor", "ray_address", "seeds", "widths", "depths",
+                "durations", "lrs", "data")
     if args.suite is None:
         given = [o for o in run_only if getattr(args, o) is not None] + (["ablations"] if args.ablations else [])
         flags = [f for f in ("reinit", "retry_failed") if getattr(args, f)]

@@ -35,13 +35,18 @@ def add_parser(sub) -> None:
                    help="replicas (init and data order); seed 0 runs the LR grid, the others each width's optimum "
                         "neighbourhood (default: the preset's, 3 for cpu-tiny, gpu-small and paper)")
     p.add_argument("--widths", default=None, help="comma-separated widths, replacing the preset's (e.g. 32,64,128)")
+    p.add_argument("--depths", default=None,
+                   help="comma-separated depths of depth sweeps (suite depth), replacing the preset's (e.g. 2,4,8)")
+    p.add_argument("--durations", default=None,
+                   help="comma-separated training lengths in steps of duration sweeps (suite duration), replacing the "
+                        "preset's (e.g. 75,150,300,600)")
     p.add_argument("--lrs", default=None,
                    help="comma-separated base learning rates, replacing the preset's grid (e.g. 2^-8,2^-7 or 0.004)")
     p.add_argument("--data", default=None, help="text file, directory, or token file (.bin/.npy); default: stdlib sources")
     p.add_argument("--vocab-size", type=int, default=None, help="vocab size of a token file (default: max id + 1)")
     p.add_argument("--data-dtype", default="uint16", help="dtype of a .bin token file: uint16 | uint32")
     p.add_argument("--tolerance", type=tolerance, default=None,
-                   help="δ: the drift of the optimum, log2 LR per width doubling, that still counts as transferring "
+                   help="δ: the drift of the optimum, log2 LR per doubling of the axis, that still counts as transferring "
                         f"(default {DEFAULT_TOLERANCE:g})")
     p.add_argument("--extend-grid", type=int, default=None, metavar="N",
                    help="where a width's optimum sits on the edge of the LR grid, add up to N more grid points beyond "
@@ -186,7 +191,7 @@ def ablation_info(items) -> dict:
     """What reports need to know of each ablation, stored with the sweep (user ablations may not be importable later)."""
     return {
         a.name: {"description": a.description, "reported": a.reported, "expected": a.expected, "source": a.source,
-                 "family": a.family}
+                 "family": a.family, "axis": a.axis}
         for a in items
     }
 

@@ -1,0 +1,31 @@
+"""Depth × LR sweeps: the three depth rules of harness/parameterization.py, at a fixed width, μP in width.
+
+Each ablation sets `model.depth_parameterization`; the depth grid (the preset's `depths`, or --depths) and the base
+depth (the smallest depth of the grid, where every rule is 1) come from the sweep. The expected verdicts follow the
+papers that introduced each rule: without branch scaling the residual stream and its updates grow with depth, and
+the optimal LR falls as the model deepens; scaling the branches by L^-α with the matching Adam LR keeps it in place.
+"""
+from ablations.registry import ablation
+
+BORDELON = "Bordelon et al. 2023, Depthwise Hyperparameter Transfer in Residual Networks (arXiv 2309.16620)"
+YANG_TP6 = "Yang et al. 2023, Tensor Programs VI: Feature Learning in Infinite-Depth Neural Networks (arXiv 2310.02244)"
+COMPLETEP = "Dey et al. 2025, Don't be lazy: CompleteP enables compute-efficient deep transformers (arXiv 2505.01618)"
+
+
+@ablation(reported="shifts", axis="depth", family="depth",
+          source=f"{BORDELON}; {COMPLETEP} (SP and μP without depth scaling: the optimum moves with depth)")
+def depth_standard(base):
+    """No depth scaling: every block adds its branch unscaled (μP in width only)."""
+    return {"model.depth_parameterization": "standard"}
+
+
+@ablation(reported="transfers", axis="depth", family="depth", source=f"{BORDELON}; {YANG_TP6} (Depth-μP, α = 1/2)")
+def depth_mup(base):
+    """Depth-μP: branches × (L/L_base)^-1/2, block LRs and Adam ε × (L/L_base)^-1/2."""
+    return {"model.depth_parameterization": "depth_mup"}
+
+
+@ablation(reported="transfers", axis="depth", family="depth", source=COMPLETEP + " (α = 1)")
+def completep(base):
+    """CompleteP: branches × (L/L_base)^-1, block LRs unchanged, in-block Adam ε × (L/L_base)^-1."""
+    return {"model.depth_parameterization": "completep"}
