@@ -23,6 +23,7 @@ import math
 import torch
 import torch.nn as nn
 
+from harness.branches import decay_start
 from harness.config import WEIGHT_DECAY_MODES
 from harness.errors import UserError
 from harness.parameterization import HIDDEN_ROLES, MUON_ADJUST_LR_FN, lr_mult, rule
@@ -154,16 +155,17 @@ def schedule(step: int, steps: int, warmup: int, kind: str, floor: float = 1e-4,
 
     linear  — linear decay to `floor` at the last step (Lingle's baseline);
     cosine  — cosine decay to `floor`;
-    wsd     — stay at 1, then decay linearly to `floor` over the last `decay_fraction` of steps.
+    wsd     — stay at 1, then decay linearly to `floor` over the last `decay_fraction` of steps (from
+              harness.branches.decay_start, which the duration sweeps' checkpoints rely on).
     """
     if step < warmup:
         return floor + (1.0 - floor) * step / warmup
     last = max(steps - 1, 1)
     if kind == "wsd":
-        decay_start = max(warmup, steps - max(1, round(decay_fraction * steps)))
-        if step < decay_start:
+        start = decay_start(steps, warmup, decay_fraction)
+        if step < start:
             return 1.0
-        progress = (step - decay_start) / max(last - decay_start, 1)
+        progress = (step - start) / max(last - start, 1)
         return 1.0 - (1.0 - floor) * min(progress, 1.0)
     progress = min((step - warmup) / max(last - warmup, 1), 1.0)
     if kind == "linear":
