@@ -159,16 +159,17 @@ def schedule(step: int, steps: int, warmup: int, kind: str, floor: float = 1e-4,
 
     linear  — linear decay to `floor` at the last step (Lingle's baseline);
     cosine  — cosine decay to `floor`;
-    wsd     — stay at 1, then decay linearly to `floor` over the last `decay_fraction` of steps.
+    wsd     — stay at 1, then decay linearly to `floor` over the last `decay_fraction` of steps (from
+              harness.config.wsd_decay_start, which the duration sweeps' checkpoints rely on).
     """
     if step < warmup:
         return floor + (1.0 - floor) * step / warmup
     last = max(steps - 1, 1)
     if kind == "wsd":
-        decay_start = wsd_decay_start(steps, warmup, decay_fraction)
-        if step < decay_start:
+        start = wsd_decay_start(steps, warmup, decay_fraction)
+        if step < start:
             return 1.0
-        progress = (step - decay_start) / max(last - decay_start, 1)
+        progress = (step - start) / max(last - start, 1)
         return 1.0 - (1.0 - floor) * min(progress, 1.0)
     progress = min((step - warmup) / max(last - warmup, 1), 1.0)
     if kind == "linear":

@@ -14,6 +14,10 @@ Failures: a task whose worker process dies or whose node is lost is retried by R
 fails in training (an exception, out of memory in torch) is not retried: it comes back as a `failed` result, as with
 local workers. A run whose task is lost more often than that is stored as `failed` with Ray's reason; re-running
 retries it.
+
+WSD duration sweeps do not branch here: the local workers start a family's shorter runs from checkpoints its longest
+run left in the sweep directory (harness.branches), which Ray's nodes do not share. Each run is trained from scratch,
+with the same result; it takes the time of the whole run rather than of its decay.
 """
 from __future__ import annotations
 

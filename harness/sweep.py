@@ -4,6 +4,11 @@ to another executor: harness/ray_executor.py).
 Each worker owns one device (a GPU, or a share of the CPU cores), trains one run at a time and writes its result to the
 store itself, so a killed parent loses only the runs in flight. Workers die with their parent (PR_SET_PDEATHSIG on
 Linux). The parent shows progress: runs done, running, failed, and an ETA from a cost model calibrated as runs finish.
+
+WSD runs that differ only in length (a duration sweep) branch off one trunk (harness.branches): the parent hands out
+each family's longest run first and its shorter runs only once that one is stored, keeping the workers busy with other
+runs meanwhile; the workers keep the family's checkpoints in `<sweep dir>/checkpoints/`, which the parent deletes
+once the family is finished.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import byo
+from harness import branches, byo
 from harness.config import RunSpec, axis_value, spec_axis
 from harness.errors import UserError
 from harness.store import Store
@@ -127,7 +132,7 @@ def _worker_init(device: str, threads: int, sweep_dir: str, env: dict) -> None:
 
     name = use_device(device, threads)
     _WORKER.update(device=device, store=Store(sweep_dir), tokens=open_tokens(Path(sweep_dir)),
-                   env={**env, "device": name})
+                   env={**env, "device": name}, checkpoints=Path(sweep_dir) / branches.CHECKPOINT_DIR)
 
 
 def use_device(device: str, threads: int) -> str:
@@ -141,14 +146,15 @@ def use_device(device: str, threads: int) -> str:
     return f"cpu ({threads} thread{'s' if threads > 1 else ''})"
 
 
-def train_spec(spec: RunSpec, tokens, device: str) -> dict:
-    """Train one run and return its result record, writing nothing: the executor stores it (Store.record).
+def train_spec(spec: RunSpec, tokens, device: str, checkpoints: Path | None = None) -> dict:
+    """Train one run and return its result record, writing nothing but checkpoints (with `checkpoints`, a WSD
+    family's, harness.branches): the executor stores it (Store.record).
     A crash in the run (a bug, out of memory, user code exiting) is a result too, `failed` with its traceback."""
     from harness.train import train
 
     start = time.perf_counter()
     try:
-        result = train(spec, tokens, device)
+        result = train(spec, tokens, device, checkpoints=checkpoints)
     except (Exception, SystemExit) as e:  # a crash in one run is stored as failed; the sweep goes on
         result = {"status": "failed", "final_val_loss": None, "error": f"{type(e).__name__}: {e}",
                   "traceback": traceback.format_exc()}
@@ -158,7 +164,7 @@ def train_spec(spec: RunSpec, tokens, device: str) -> dict:
 
 def _worker_run(spec_json: dict) -> tuple[str, str, float, float]:
     spec = RunSpec.from_json(spec_json)
-    result = train_spec(spec, _WORKER["tokens"], _WORKER["device"])
+    result = train_spec(spec, _WORKER["tokens"], _WORKER["device"], _WORKER["checkpoints"])
     _WORKER["store"].record(spec, result, _WORKER["env"])
     return spec.run_hash, result["status"], result["wall_s"], result.get("final_val_loss") or float("nan")
 
@@ -311,7 +317,7 @@ def run_sweep(
         store.set_meta(byo.STORE_META_KEY, model)
     store.add_plan(specs)
     stored = store.statuses()
-    unique = {s.run_hash: s for s in specs}
+    unique = {s.run_hash: s for s in branches.annotate(specs)}
     kept_failed = 0 if retry_failed else sum(stored.get(h) == "failed" for h in unique)
     todo = sorted((s for h, s in unique.items() if h not in stored or (retry_failed and stored[h] == "failed")),
                   key=run_cost, reverse=True)
@@ -325,6 +331,7 @@ def run_sweep(
                   "train them again\n")
     if not todo:
         store.close()
+        _remove_finished_checkpoints(sweep_dir)
         return {"planned": len(unique), "skipped": skipped, "trained": 0, **store_counts(sweep_dir)}
     if executor is not None:
         try:
@@ -336,16 +343,18 @@ def run_sweep(
     n_workers = min(len(plan.devices), len(todo))
     ctx = mp.get_context("spawn")
     env = environment()
-    costs = {s.run_hash: run_cost(s) for s in todo}
+    waits_for = branches.trunks(todo)  # a shorter WSD run → its family's longest run, which it branches off
+    costs = {s.run_hash: branch_cost(s) if s.run_hash in waits_for else run_cost(s) for s in todo}
     bar = Progress(len(todo), sum(costs.values()), n_workers, enabled=progress)
-    pending = list(reversed(todo))  # pop() takes the most expensive first
+    pending = branches.branch_order(todo)  # the most expensive first, the runs that wait for a trunk last
+    finished: set[str] = set()  # run hashes stored by this sweep, whatever their status
     pool = [_Worker(ctx, d, plan.threads, sweep_dir, env) for d in plan.devices[:n_workers]]
     restarts = 0
     try:
         while pending or any(w.spec is not None for w in pool):
             for w in pool:
-                if w.ready and w.spec is None and pending:
-                    w.give(pending.pop())
+                if w.ready and w.spec is None and (spec := _next_run(pending, waits_for, finished)) is not None:
+                    w.give(spec)
             waiting = {w.conn: w for w in pool} | {w.proc.sentinel: w for w in pool}
             for w in dict.fromkeys(waiting[r] for r in mp_connection.wait(list(waiting))):
                 message = None
@@ -367,6 +376,7 @@ def run_sweep(
                         store.record(spec, {"status": "failed", "final_val_loss": None, "wall_s": wall,
                                             "error": death_message(w.proc.exitcode)}, {**env, "device": w.device})
                         bar.update(spec, "failed", wall, math.nan, costs[spec.run_hash])
+                        finished.add(spec.run_hash)
                     w.conn.close()
                     pool[pool.index(w)] = _Worker(ctx, w.device, plan.threads, sweep_dir, env)
                 elif message[0] == "ready":
@@ -374,6 +384,7 @@ def run_sweep(
                 elif message[0] == "done":
                     _, _, status, wall, loss = message
                     bar.update(w.spec, status, wall, loss, costs[w.spec.run_hash])
+                    finished.add(w.spec.run_hash)
                     w.spec = None
                 else:  # ("fatal", why): the worker could not start or could not store a result
                     raise UserError(message[1])
@@ -390,7 +401,36 @@ def run_sweep(
         store.close()
     for w in pool:
         w.stop()
+    _remove_finished_checkpoints(sweep_dir)
     return {"planned": len(unique), "skipped": skipped, "trained": len(todo), **store_counts(sweep_dir)}
+
+
+def branch_cost(spec: RunSpec) -> float:
+    """run_cost of a shorter WSD run that starts from its family's checkpoint: only its decay is trained."""
+    return run_cost(spec) * (1 - branches.branch_point(spec) / spec.train.steps)
+
+
+def _next_run(pending: list[RunSpec], waits_for: dict[str, str], finished: set[str]) -> RunSpec | None:
+    """Take the first pending run that waits for no trunk, or whose trunk is stored; None when every pending run
+    still waits (the worker idles until a run finishes)."""
+    for i, spec in enumerate(pending):
+        trunk = waits_for.get(spec.run_hash)
+        if trunk is None or trunk in finished:
+            return pending.pop(i)
+    return None
+
+
+def _remove_finished_checkpoints(sweep_dir: Path) -> None:
+    """Delete the checkpoints of the WSD families whose planned runs (every run the store's plan holds) are all
+    stored as finished."""
+    if not (sweep_dir / branches.CHECKPOINT_DIR).is_dir():
+        return
+    store = Store(sweep_dir)
+    try:
+        planned = [RunSpec.from_json(json.loads(text)) for text in store.planned()["spec"]]
+        branches.remove_finished(sweep_dir, planned, store.finished_hashes())
+    finally:
+        store.close()
 
 
 def store_counts(sweep_dir: Path) -> dict:
