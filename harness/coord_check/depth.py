@@ -11,9 +11,13 @@ doubling (width is fixed, so no output is a sum over a growing dimension):
     residual stream  mean|x_0|, mean|Δx|   a standard model adds L branches of Θ(1): its stream grows as √L at init,
                                            its updates ∝ L; scaling the branches by L^-α keeps both Θ(1) (α ≥ 1/2)
     logits           mean|Δx|              the same through the final norm
-    blocks.*.<layer> mean|ΔW·x|            each block's own feature update: Θ(1) under CompleteP (α = 1, LR m_L^0),
+    blocks.*.<layer> mean|x_0|, mean|ΔW·x| each block's own feature update: Θ(1) under CompleteP (α = 1, LR m_L^0),
                                            ∝ L^-1/2 under Depth-μP (α = 1/2, LR m_L^-1/2) — the "lazy" blocks of
                                            Dey et al. 2025 — and Θ(1) under the standard rule
+
+A block's change mean|Δx| is shown but not judged: it carries the updates of every block above it, l/L of the
+stream's at block l, so its average over the blocks rises with depth at small L whatever the rule (+0.42 per doubling
+on CompleteP's first attention norm over depths 2–8, one seed; +0.28 over 2–16).
 
 So CompleteP passes, Depth-μP fails on the blocks' own updates (as the CompleteP paper predicts: its features stay
 near their linearisation as L grows) and the standard rule fails on the residual stream.
@@ -88,4 +92,7 @@ def run_depth_check(depth_parameterization: str = "completep", depths=DEFAULT_DE
             check.records += _aggregate(rows, depth, seed)
     check.seconds = time.perf_counter() - start
     check.slopes = fit_slopes(check.records, threshold, two_sided=True)
+    for slope in check.slopes:  # a block's Δx carries the upstream blocks' updates: l/L of them at block l (see above)
+        if slope.module.startswith("blocks.*") and slope.quantity == "mean_abs_delta":
+            slope.passed, slope.bound = True, "info"
     return check

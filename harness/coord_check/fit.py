@@ -33,7 +33,8 @@ class Slope:
     quantity: str
     slope: float | None  # mean over seeds of log2 magnitude per width doubling; None when not measurable
     passed: bool
-    bound: str = "both"  # both: |slope| ≤ t; growth: slope ≤ t; exact: an exponent read exactly; frozen: never trains
+    # both: |slope| ≤ t; growth: slope ≤ t; exact: an exponent read exactly; frozen: never trains; info: shown, not judged
+    bound: str = "both"
     stderr: float | None = None  # standard error of the mean over seeds (None with one seed)
     seeds: list[float | None] = field(default_factory=list)  # the slope at each seed
 
