@@ -58,7 +58,7 @@ PRESETS: dict[str, Preset] = {
             log2_lrs=_ints(-11, -4),
             model=dict(depth=2, head_dim=16, base_width=32, vocab_size=256),
             train=dict(steps=300, warmup=30, batch_size=16, seq_len=64, eval_every=50, eval_tokens=8192),
-            depths=(2, 4, 8, 16), durations=(75, 150, 300, 600), axis_width=32,
+            depths=(2, 4, 8), durations=(75, 150, 300, 600), axis_width=32,
         ),
         Preset(
             name="cpu-micro",

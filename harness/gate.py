@@ -178,11 +178,13 @@ def judge_coord_check(check: dict) -> Case:
     param = check.get("parameterization", "?")
     expected = check.get("expected") or ("fail" if param == "sp" else "pass")
     passed = bool(check.get("passed"))
-    case = Case(f"coord-check[{param}]", "coord-check", expected=expected, observed="pass" if passed else "fail")
+    axis = check.get("axis", "width")
+    name = f"coord-check[{param}]" if axis == "width" else f"depth-coord-check[{check.get('depth_parameterization')}]"
+    case = Case(name, "coord-check", expected=expected, observed="pass" if passed else "fail")
     failing = [Slope(s.get("module", "?"), s.get("step", 0), s.get("quantity", ""), s.get("slope"), False,
                      s.get("bound", "both"), s.get("stderr"), s.get("seeds") or [])
                for s in check.get("slopes", []) if isinstance(s, dict) and not s.get("passed", True)]
-    described = [describe_failure(s) for s in worst_failures(failing, per="module")]
+    described = [describe_failure(s, axis) for s in worst_failures(failing, per="module")]
     threshold = check.get("threshold")
     label = check.get("label", param)
     if expected == "pass" and not passed:
@@ -190,7 +192,9 @@ def judge_coord_check(check: dict) -> Case:
         case.add("regression", f"{label}: {len(described)} module(s) drift (threshold {threshold}), worst first: "
                                + "; ".join(described[:4]) + more)
     elif expected == "fail" and passed:
-        case.add("warning", f"{label} passed: at these widths and LR the check cannot tell SP from μP (raise --lr)")
+        cannot = ("at these widths and LR the check cannot tell SP from μP (raise --lr)" if axis == "width" else
+                  "at these depths and LR the check cannot tell this depth rule from CompleteP")
+        case.add("warning", f"{label} passed: {cannot}")
     elif expected == "fail":
         case.add("note", f"{label} fails as expected ({len(described)} module(s) drift)")
     return case

@@ -140,6 +140,11 @@ def test_depth_sweep_end_to_end(tmp_path, corpus_file):
     assert doc["sweep"]["axes"] == {"depth": [1, 2]} and doc["verdicts"][0]["axis"] == "depth"
     html = (out / "report" / "report.html").read_text()
     assert "Optimal learning rate vs depth" in html and "one line per depth" in html
+    check = run_cli("coord-check", "--depth-rule", "all", "--depths", "2,4,8", "--seeds", "0", "--out", str(out))
+    assert check.returncode == 0, check.stderr
+    gate = run_cli("gate", str(out))  # each depth rule as expected, the one-seed verdict a warning: the gate passes
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert "depth-coord-check[completep]" in gate.stdout and "depth-coord-check[standard]" in gate.stdout
 
 
 def test_duration_sweep_branches_and_cleans_up(tmp_path, corpus_file):

@@ -41,6 +41,7 @@ class Check:
     batch: list[int] = field(default_factory=lambda: [BATCH_SIZE, SEQ_LEN])  # sequences × tokens of the fixed batch
     axis: str = "width"  # what `widths` holds: widths, or depths (coord_check/depth.py)
     expected_outcome: str | None = None  # "pass" | "fail" where the parameterization alone does not say
+    depth_parameterization: str | None = None  # the depth rule a depth check checks
 
     @property
     def passed(self) -> bool:
@@ -65,7 +66,7 @@ class Check:
             "label": self.label, "parameterization": self.parameterization, "axis": self.axis, self.axis + "s": self.widths,
             "steps": self.steps, "threshold": self.threshold, "passed": self.passed, "expected": self.expected,
             "lr": self.lr, "lr_source": self.lr_source, "seconds": round(self.seconds, 3), "seeds": self.seeds,
-            "batch": self.batch,
+            "batch": self.batch, "depth_parameterization": self.depth_parameterization,
             "records": [{k: _finite(v) for k, v in asdict(r).items()} for r in self.records],
             "slopes": [{k: _finite(v) for k, v in asdict(s).items()} for s in self.slopes],
             "attention": [{k: _finite(v) for k, v in asdict(a).items()} for a in self.attention],

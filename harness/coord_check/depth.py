@@ -76,7 +76,8 @@ def run_depth_check(depth_parameterization: str = "completep", depths=DEFAULT_DE
     base_depth = base_depth or depths[0]
     label = f"built-in transformer (width {width}, head dim {BUILTIN_HEAD_DIM}) · depth rule {depth_parameterization}"
     check = Check(label, parameterization, depths, list(range(steps + 1)), threshold, lr, seeds=seeds,
-                  batch=[BATCH_SIZE, SEQ_LEN], axis="depth", expected_outcome=EXPECTED.get(depth_parameterization))
+                  batch=[BATCH_SIZE, SEQ_LEN], axis="depth", expected_outcome=EXPECTED.get(depth_parameterization),
+                  depth_parameterization=depth_parameterization)
     check.lr_source = f"the {parameterization} table × the {depth_parameterization} depth rule (base depth {base_depth})"
     start = time.perf_counter()
     for seed in seeds:
