@@ -444,7 +444,8 @@ def _reason(v: Verdict) -> str:
     if v.drift_interval is None:
         return "noise as large as the effect: the bootstrap found no optimum in some resamples; add seeds"
     lo, hi = v.drift_interval
-    stated = f"drift {d:+.2f} per {v.axis} doubling, 90% interval [{lo:+.2f}, {hi:+.2f}], δ = {tol:g}"
+    per = "doubling of the training tokens" if v.axis == "tokens" else f"{v.axis} doubling"
+    stated = f"drift {d:+.2f} per {per}, 90% interval [{lo:+.2f}, {hi:+.2f}], δ = {tol:g}"
     where = f"{v.axis} {v.scales[-1]}"
     if v.regret_diverged:
         if v.verdict == "shifts":

@@ -100,7 +100,7 @@ def test_analyze_frame_along_depth_and_tokens(axis, scales):
     assert stays.axis == axis and stays.scales == scales and stays.verdict == "transfers"
     moves = analyze_frame(_frame(axis, scales, -1.0), axis=axis)[0]
     assert moves.verdict == "shifts" and moves.drift_per_doubling == pytest.approx(-1.0, abs=0.15)
-    assert f"per {axis} doubling" in moves.reason
+    assert ("per doubling of the training tokens" if axis == "tokens" else "per depth doubling") in moves.reason
     doc = moves.to_json()
     assert doc["axis"] == axis and doc["scales"] == scales and set(doc["optimal_log2_lr"]) == {str(s) for s in scales}
 
