@@ -442,6 +442,7 @@ def store_counts(sweep_dir: Path) -> dict:
 
 
 MAX_LOG2_LR = 0.0  # a grid is never extended past LR 1
+MIN_COMMON_LRS = 3  # LRs every seed ran at a scale before their mean may call for a grid extension
 
 
 def _groups(specs: list[RunSpec]) -> dict[tuple[str, str], list[RunSpec]]:
@@ -481,11 +482,12 @@ def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
     """The next grid point beyond each edge optimum.
 
     For every (ablation, parameterization) of `specs` where some scale's (width's, depth's, duration's) best finished
-    LR (mean over the seeds that run
-    the whole grid) is the lowest or the highest of the group's grid, the runs one grid step further out, for every
-    spec at that edge — every width, and every seed that has the edge point — so the widths keep one shared grid.
-    `runs` is the store's table (Store.runs()); only the runs of `specs` count, so a resumed sweep re-derives the same
-    extensions, round by round, and finds them stored.
+    LR is the lowest or the highest of the group's grid — the best of the coarse seeds' mean, or the best of the mean
+    over every seed at the LRs all of them ran there (at least MIN_COMMON_LRS: a neighbourhood, whose seeds may prefer
+    the edge although seed 0 did not) — the runs one grid step further out, for every spec at that edge: every scale,
+    and every seed that has the edge point, so the scales keep one shared grid. `runs` is the store's table
+    (Store.runs()); only the runs of `specs` count, so a resumed sweep re-derives the same extensions, round by round,
+    and finds them stored.
     """
     from harness.transfer import grid_step
 
@@ -493,7 +495,8 @@ def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
     finished = runs[runs["status"].isin(["ok", "diverged"])]
     for group in _groups(specs).values():
         hashes = {s.run_hash for s in group}
-        done = finished[finished["run_hash"].isin(hashes) & finished["seed"].isin(coarse_seeds(group))]
+        coarse = coarse_seeds(group)
+        done = finished[finished["run_hash"].isin(hashes)]
         grid = sorted({math.log2(s.train.lr) for s in group})
         if len(grid) < 2 or done.empty:
             continue
@@ -501,13 +504,15 @@ def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
         ends = set()
         scale_of = {s.run_hash: _scale(s) for s in group}
         for _, table in done.groupby(done["run_hash"].map(scale_of)):
-            best = _best(table.groupby("log2_lr")["final_val_loss"].mean())
-            if best is None:
-                continue  # every LR diverged at this width: no optimum to chase
-            if math.isclose(best, grid[0]):
-                ends.add((grid[0], -step))
-            elif math.isclose(best, grid[-1]):
-                ends.add((grid[-1], step))
+            bests = [_best(table[table["seed"].isin(coarse)].groupby("log2_lr")["final_val_loss"].mean())]
+            common = table.pivot_table(index="seed", columns="log2_lr", values="final_val_loss").dropna(axis=1)
+            if common.shape[1] >= MIN_COMMON_LRS:
+                bests.append(_best(common.mean(axis=0)))
+            for best in bests:  # None: every LR diverged at this scale, no optimum to chase
+                if best is not None and math.isclose(best, grid[0]):
+                    ends.add((grid[0], -step))
+                elif best is not None and math.isclose(best, grid[-1]):
+                    ends.add((grid[-1], step))
         for edge, delta in sorted(ends):
             if edge + delta > MAX_LOG2_LR:
                 continue
@@ -520,7 +525,8 @@ def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
 def seed_neighbourhoods(specs: list[RunSpec], runs, seeds: int) -> list[RunSpec]:
     """The runs of seeds 1…seeds-1 that the adaptive grid asks for, given what is stored.
 
-    Per (ablation, parameterization) and scale (width, depth or duration): the grid points within one step of the coarse seeds' best LR; once
+    Per (ablation, parameterization) and scale (width, depth or duration): the grid points within one step of the
+    coarse seeds' best LR; once
     all of them are finished, while the best mean loss over every seed sits on the neighbourhood's edge (and the grid
     goes further), one more point on that side. Derived from the stored runs alone, so a resumed sweep asks for the
     same runs. Returns every neighbourhood run so far, stored or not.

@@ -109,3 +109,17 @@ def test_neighbourhood_grows_while_the_seed_mean_optimum_is_on_its_edge():
     assert {x for w, x, _ in near if w == 64} == {-7.0, -6.0, -5.0}
     # a resumed sweep asks for the same runs (nothing beyond the grid: -4 is its last point)
     assert lrs(seed_neighbourhoods(specs(WIDE), table, seeds=3)) == near
+
+
+def test_an_edge_optimum_of_every_seeds_mean_extends_even_when_seed_0s_is_interior():
+    """Seed 0 (the whole grid) prefers −6 at width 64; seeds 1 and 2 ran only the neighbourhood −7…−5 and prefer −5,
+    the top of the grid: their mean over the LRs all three ran sits on the edge, and the grid grows."""
+    seed0 = runs({32: -6.5, 64: -6.0})
+    others = runs({32: -6.5, 64: -4.0}, grid=(-7, -6, -5), seeds=(1, 2))
+    near = [s for s in specs(grid=(-7, -6, -5), seeds=(1, 2))]
+    extra = grid_extensions(specs() + near, pd.concat([seed0, others]))
+    assert {x for _, x, _ in lrs(extra)} == {-4.0}
+    assert (64, -4.0, 1) in lrs(extra) and (32, -4.0, 0) in lrs(extra)
+    # with fewer than three LRs in common the seeds' mean does not count (a neighbourhood still being run)
+    partial = others[others["log2_lr"] >= -6]
+    assert grid_extensions(specs() + near, pd.concat([seed0, partial])) == []
