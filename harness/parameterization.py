@@ -145,8 +145,12 @@ def depth_rule(cfg) -> DepthRule:
 
 
 def depth_factor(cfg, what: str) -> float:
-    """`what` ∈ branch_mult, lr_mult, eps_mult, init_mult: that factor of `cfg`'s depth rule at its depth."""
-    return getattr(depth_rule(cfg), what)(cfg.depth, getattr(cfg, "base_depth", cfg.depth))
+    """`what` ∈ branch_mult, lr_mult, eps_mult, init_mult: that factor of `cfg`'s depth rule at its depth. 1 under the
+    standard rule — and for anything without a depth rule (a user's model: harness/byo scales width only)."""
+    rule = depth_rule(cfg)
+    if rule.alpha is None:
+        return 1.0
+    return getattr(rule, what)(cfg.depth, cfg.base_depth)
 
 
 def rule(parameterization: str, role: str) -> Rule:

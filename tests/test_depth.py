@@ -144,3 +144,11 @@ def test_coord_check_cli_on_depth(tmp_path):
                        (["--depth-rule", "completep", "--width", "40"], "multiple of the head dim")):
         bad = run_cli("coord-check", *args)
         assert bad.returncode == 2 and text in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
+
+
+def test_a_model_without_depth_rules_is_unscaled():
+    """harness/byo's models scale width only: a `blocks.` parameter name gets no depth factor (and needs no depth)."""
+    from harness.byo.groups import Scale
+
+    assert depth_factor(Scale("mup", 64, 32), "lr_mult") == 1.0
+    assert depth_factor(Scale("mup", 64, 32), "eps_mult") == 1.0
