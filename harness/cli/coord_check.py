@@ -84,7 +84,7 @@ def cmd_coord_check(args) -> int:
     scale_option = "--depths" if rules else "--widths"
     widths = sorted(set(parse_list(args.depths if rules else args.widths, scale_option, positive_int)))
     if len(widths) < 3:
-        raise UserError(f"{scale_option} needs at least three different values to fit a slope, got {widths}")
+        raise UserError(f"{scale_option} needs at least three different {scale_option[2:]} to fit a slope, got {widths}")
     if not 1 <= args.steps <= 10:
         raise UserError(f"--steps must be between 1 and 10, got {args.steps}")
     lr = DEFAULT_LR if args.lr is None else learning_rate(args.lr, "--lr")
