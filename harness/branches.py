@@ -10,7 +10,6 @@ bit the run trained from scratch (same thread count); on a GPU it is the same ru
 
     family_key(spec)   the hash of the spec's identity without `train.steps`; None where runs do not branch (other
                        schedules, a user's own model)
-    decay_start(...)   where a WSD run starts decaying; harness.optim.schedule uses the same function
     branch_point(spec) the last step a run shares with every longer run of its family (its decay start), or None
     annotate(specs)    gives every WSD spec extra["wsd_branch_points"]: the branch points of its planned family, the
                        steps at which a run passing through them leaves a checkpoint (extra is a label, not in the hash)
@@ -54,11 +53,6 @@ _STEP_FILE = re.compile(r"step_(\d+)\.pt")
 _KEYS = ("format", "family", "step", "model", "optimizer", "first_loss", "smoothed", "curve", "rng")
 
 
-# The first step of a WSD run's decay (the schedule is 1, after warmup, up to and including it): one definition, in
-# harness/config.py, shared with the schedule and the duration grid's checks.
-decay_start = wsd_decay_start
-
-
 def family_key(spec: RunSpec) -> str | None:
     """The hash of everything that changes `spec`'s result except its length; None for a run that does not branch
     (a schedule other than WSD, or a user's own model)."""
@@ -76,7 +70,7 @@ def branch_point(spec: RunSpec) -> int | None:
     if family_key(spec) is None:
         return None
     tc = spec.train
-    start = decay_start(tc.steps, tc.warmup, tc.decay_fraction)
+    start = wsd_decay_start(tc.steps, tc.warmup, tc.decay_fraction)
     return start if 0 < start < tc.steps else None
 
 

@@ -68,10 +68,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from harness.config import AXES
 from harness.errors import UserError
 
 REQUIRED_COLUMNS = ("ablation", "parameterization", "width", "log2_lr", "seed", "final_val_loss")
-AXES = ("width", "depth", "tokens")
 DEFAULT_TOLERANCE = 0.4  # δ, log2 LR per width doubling (see the module docstring)
 CONFIDENCE = 0.90
 MIN_FINITE_POINTS = 2  # finite points of a width's seed-mean curve below which it counts as diverged

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.config import AXES
 from harness.expectations import agreement, expectation
 from harness.store import Store
 from harness.transfer import Verdict, analyze
@@ -48,8 +49,7 @@ class SweepData:
         for table in (self.runs, self.plan):
             for axis, scale in zip(table["axis"], table["scale"]):
                 out.setdefault(axis, set()).add(int(scale))
-        order = ("width", "depth", "tokens")
-        return {a: sorted(out[a]) for a in sorted(out, key=lambda a: order.index(a) if a in order else len(order))}
+        return {a: sorted(out[a]) for a in sorted(out, key=lambda a: AXES.index(a) if a in AXES else len(AXES))}
 
     @property
     def widths(self) -> list[int]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from harness import branches, sweep
-from harness.config import DataSpec, ModelConfig, RunSpec, TrainConfig
+from harness.config import DataSpec, ModelConfig, RunSpec, TrainConfig, wsd_decay_start
 from harness.data import load_tokens, open_tokens
 from harness.optim import schedule
 from harness.store import Store
@@ -61,7 +61,7 @@ def test_decay_start_is_where_the_schedule_leaves_the_peak():
             if warmup > steps:
                 continue
             for fraction in (0.05, 0.2, 0.25, 0.5, 1.0):
-                start = branches.decay_start(steps, warmup, fraction)
+                start = wsd_decay_start(steps, warmup, fraction)
                 at_peak = [t for t in range(steps) if schedule(t, steps, warmup, "wsd", 1e-4, fraction) == 1.0]
                 assert at_peak == list(range(warmup, min(start + 1, steps))), (steps, warmup, fraction)
 
@@ -84,7 +84,7 @@ def test_branch_runs_are_the_runs_from_scratch_and_train_only_their_decay(tokens
     for n in STEPS:
         same_run(out[n][0], scratch[n])
     assert {n: out[n][0]["resumed_from_step"] for n in STEPS} == {24: 18, 36: 27, 48: 0}
-    starts = [branches.decay_start(n, 4, 0.25) for n in STEPS]
+    starts = [wsd_decay_start(n, 4, 0.25) for n in STEPS]
     assert sum(calls for _, calls in out.values()) == max(starts) + sum(n - d for n, d in zip(STEPS, starts))
     assert sum(calls for _, calls in out.values()) == 48 + 6 + 9 < sum(STEPS)
     key = branches.family_key(spec(24))

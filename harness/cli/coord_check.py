@@ -82,9 +82,9 @@ def cmd_coord_check(args) -> int:
         if args.width < 1 or args.width % 16:
             raise UserError(f"--width must be a positive multiple of the head dim 16, got {args.width}")
     scale_option = "--depths" if rules else "--widths"
-    widths = sorted(set(parse_list(args.depths if rules else args.widths, scale_option, positive_int)))
-    if len(widths) < 3:
-        raise UserError(f"{scale_option} needs at least three different {scale_option[2:]} to fit a slope, got {widths}")
+    scales = sorted(set(parse_list(args.depths if rules else args.widths, scale_option, positive_int)))
+    if len(scales) < 3:
+        raise UserError(f"{scale_option} needs at least three different {scale_option[2:]} to fit a slope, got {scales}")
     if not 1 <= args.steps <= 10:
         raise UserError(f"--steps must be between 1 and 10, got {args.steps}")
     lr = DEFAULT_LR if args.lr is None else learning_rate(args.lr, "--lr")
@@ -106,10 +106,10 @@ def cmd_coord_check(args) -> int:
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         source = byo.resolve(args.model) if args.model else None
         if rules:
-            checks = [run_depth_check(r, widths, args.width, args.steps, lr, args.threshold, seeds, p)
+            checks = [run_depth_check(r, scales, args.width, args.steps, lr, args.threshold, seeds, p)
                       for p in params for r in rules]
         else:
-            checks = [run_check(p, widths, args.steps, lr, args.threshold, source, args.reinit, seeds, args.base_width,
+            checks = [run_check(p, scales, args.steps, lr, args.threshold, source, args.reinit, seeds, args.base_width,
                                 args.batch_size, args.seq_len) for p in params]
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

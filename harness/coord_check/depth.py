@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import time
+from statistics import fmean
 
 import torch
 
@@ -56,9 +57,8 @@ def _aggregate(rows, depth: int, seed: int) -> list[Record]:
     out = []
     for (step, label), values in groups.items():
         updates = [u for *_, u in values if u is not None]
-        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-        out.append(Record(depth, step, label, mean([v[1] for v in values]), mean([v[2] for v in values]),
-                          mean(updates) if updates else None, seed, values[0][0]))
+        out.append(Record(depth, step, label, fmean(v[1] for v in values), fmean(v[2] for v in values),
+                          fmean(updates) if updates else None, seed, values[0][0]))
     return out
 
 
