@@ -4,7 +4,7 @@ Importing this package registers the built-in ablations. Users add their own wit
 file passed as `mupbench run --ablations path.py` or in a module exposed under the `mupbench.ablations` entry point.
 """
 # isort: off  (import order is the order `mupbench list` shows)
-from ablations import (  # noqa: F401  (registration happens on import)
+from mupbench.ablations import (  # noqa: F401  (registration happens on import)
     baseline,
     normalisation,
     initialisation,
@@ -18,9 +18,9 @@ from ablations import (  # noqa: F401  (registration happens on import)
     duration,
 )
 # isort: on
-from ablations.presets import PRESETS, Preset, get_preset
-from ablations.registry import REGISTRY, Ablation, ablation, get
-from ablations.suites import SUITES, Suite, get_suite, plan
+from mupbench.ablations.presets import PRESETS, Preset, get_preset
+from mupbench.ablations.registry import REGISTRY, Ablation, ablation, get
+from mupbench.ablations.suites import SUITES, Suite, get_suite, plan
 
 __all__ = [
     "PRESETS", "Preset", "get_preset", "REGISTRY", "Ablation", "ablation", "get", "SUITES", "Suite", "get_suite", "plan",

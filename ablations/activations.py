@@ -1,6 +1,6 @@
 """MLP activation functions."""
-from ablations.baseline import LINGLE
-from ablations.registry import ablation
+from mupbench.ablations.baseline import LINGLE
+from mupbench.ablations.registry import ablation
 
 
 @ablation(reported="transfers", source=LINGLE)

@@ -1,8 +1,8 @@
 """Attention logit scale and key/value head sharing."""
 import math
 
-from ablations.baseline import LINGLE
-from ablations.registry import ablation
+from mupbench.ablations.baseline import LINGLE
+from mupbench.ablations.registry import ablation
 
 PAPER_HEAD_DIM = 128  # Lingle's head dim: μP's 1/D there is 1/128, SP's 1/√D is √128 ≈ 11.3× larger
 

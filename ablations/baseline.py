@@ -1,5 +1,5 @@
 """The μP baseline, full standard parameterization, and projection biases."""
-from ablations.registry import ablation
+from mupbench.ablations.registry import ablation
 
 LINGLE = "Lingle 2024, A Large-Scale Exploration of μ-Transfer (arXiv 2404.05728)"
 

@@ -1,6 +1,6 @@
 """Batch size at a fixed token budget: steps and warmup scale inversely with the batch."""
-from ablations.baseline import LINGLE
-from ablations.registry import ablation
+from mupbench.ablations.baseline import LINGLE
+from mupbench.ablations.registry import ablation
 
 
 def _scale_batch(base, factor: float) -> dict:

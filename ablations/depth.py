@@ -5,7 +5,7 @@ depth (the smallest depth of the grid, where every rule is 1) come from the swee
 papers that introduced each rule: without branch scaling the residual stream and its updates grow with depth, and
 the optimal LR falls as the model deepens; scaling the branches by L^-α with the matching Adam LR keeps it in place.
 """
-from ablations.registry import ablation
+from mupbench.ablations.registry import ablation
 
 BORDELON = "Bordelon et al. 2023, Depthwise Hyperparameter Transfer in Residual Networks (arXiv 2309.16620)"
 YANG_TP6 = "Yang et al. 2023, Tensor Programs VI: Feature Learning in Infinite-Depth Neural Networks (arXiv 2310.02244)"

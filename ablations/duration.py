@@ -5,8 +5,8 @@ grows, LR*(D) ≈ B·D^-β: a μP-tuned LR does not transfer across training len
 with warmup–stable–decay, so the runs of every length share their stable phase: one run per LR branches its decays off
 stored checkpoints (harness/branches.py), and every length costs only its decay.
 """
-from ablations.baseline import LINGLE
-from ablations.registry import ablation
+from mupbench.ablations.baseline import LINGLE
+from mupbench.ablations.registry import ablation
 
 BJORCK = "Bjorck et al., ICLR 2025, Scaling Optimal LR Across Token Horizons (arXiv 2409.19913)"
 

@@ -1,6 +1,6 @@
 """Initialisation of the query projection and the unembedding."""
-from ablations.baseline import LINGLE
-from ablations.registry import ablation
+from mupbench.ablations.baseline import LINGLE
+from mupbench.ablations.registry import ablation
 
 
 @ablation(reported="transfers", source=LINGLE)

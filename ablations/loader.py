@@ -7,7 +7,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from harness.errors import UserError
+from mupbench.errors import UserError
 
 ENTRY_POINT_GROUP = "mupbench.ablations"
 

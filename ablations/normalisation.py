@@ -1,6 +1,6 @@
 """RMSNorm gains and normalisation of the embedding."""
-from ablations.baseline import LINGLE
-from ablations.registry import ablation
+from mupbench.ablations.baseline import LINGLE
+from mupbench.ablations.registry import ablation
 
 
 @ablation(reported="shifts", source=LINGLE)

@@ -1,6 +1,6 @@
 """Optimizers other than AdamW, each with its μP learning-rate rule (see harness/parameterization.py), and Adam's ε."""
-from ablations.baseline import LINGLE
-from ablations.registry import ablation
+from mupbench.ablations.baseline import LINGLE
+from mupbench.ablations.registry import ablation
 
 SHAH = "Shah et al. 2025, Practical Efficiency of Muon for Pretraining (arXiv 2505.02222): μP works with Muon"
 EVERETT = "Everett et al. 2024, Scaling Exponents Across Parameterizations and Optimizers (arXiv 2407.05872)"

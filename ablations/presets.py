@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from harness.config import ModelConfig, TrainConfig
-from harness.errors import UserError
+from mupbench.config import ModelConfig, TrainConfig
+from mupbench.errors import UserError
 
 
 @dataclass(frozen=True)

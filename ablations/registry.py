@@ -5,7 +5,7 @@ settings as `{"model": {...}, "train": {...}}`) and returns the fields it change
 `{"model.activation": "swiglu"}` — so every ablation declares exactly what it touches, and two ablations that touch
 the same field can be refused when combined. Its docstring is its description.
 
-    from ablations import ablation
+    from mupbench.ablations import ablation
 
     @ablation(reported="unknown", source="my team's notes")
     def wide_mlp(base):
@@ -20,7 +20,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-from harness.errors import UserError
+from mupbench.errors import UserError
 
 VERDICTS = ("transfers", "shifts", "unknown")
 AXES = ("width", "depth", "duration")  # what an ablation's sweep scales (duration: training tokens)

@@ -1,6 +1,6 @@
 """Learning-rate schedules (the baseline: linear warmup, then linear decay to 1e-4 of the peak)."""
-from ablations.baseline import LINGLE
-from ablations.registry import ablation
+from mupbench.ablations.baseline import LINGLE
+from mupbench.ablations.registry import ablation
 
 
 @ablation(reported="transfers", source=LINGLE)

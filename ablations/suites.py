@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ablations.presets import Preset
-from ablations.registry import REGISTRY, Ablation, get
-from harness.config import AXIS_KEY, DataSpec, ModelConfig, RunSpec, TrainConfig, wsd_decay_start
-from harness.errors import UserError
+from mupbench.ablations.presets import Preset
+from mupbench.ablations.registry import REGISTRY, Ablation, get
+from mupbench.config import AXIS_KEY, DataSpec, ModelConfig, RunSpec, TrainConfig, wsd_decay_start
+from mupbench.errors import UserError
 
 
 @dataclass(frozen=True)

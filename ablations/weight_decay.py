@@ -24,8 +24,8 @@ its width dependence can show. Lingle's values (coupled λ = 0.1, independent λ
 E ≈ 0.47 and 0.015: no decay to speak of. All three decay every tensor (gains and biases too), as Lingle's optimizer
 (optax.adamw, no mask) does; `train.weight_decay_tensors="matrices"` is the common-practice alternative.
 """
-from ablations.baseline import LINGLE
-from ablations.registry import ablation
+from mupbench.ablations.baseline import LINGLE
+from mupbench.ablations.registry import ablation
 
 EXPOSURE = 4.0  # T_eff / τ at the base width and α_ref
 ALPHA_REF = 2.0**-5  # the μP baseline's optimum at cpu-tiny (reports/sweeps/lingle-cpu-tiny: −5.0 … −5.2)

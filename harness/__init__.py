@@ -1,20 +1,41 @@
-"""mupbench's harness: model, parameterization, training, sweeps, store and transfer analysis.
+"""mupbench: does the learning rate tuned on a small model stay optimal as the model gets wider?
 
-Public API: `ModelConfig`, `build_model`, `build_optimizer`. The model and optimizer (and torch with them) are
-imported on first use, so the command line starts — and answers Ctrl-C — before torch is loaded.
+One installed package. In the repository, this folder (harness/) is the package itself and the three folders beside it
+are its subpackages:
+
+    mupbench.<module>     harness/      config, model, parameterization, training, planning, executors, store,
+                                        transfer analysis, gate, command line (mupbench.cli)
+    mupbench.ablations    ablations/    the ablation registry, presets and suites
+    mupbench.kernels      kernels/      Triton RMSNorm and attention, with a plain-torch reference beside each
+    mupbench.reports      reports/      report.html, results.json, summary.md, junit.xml
+
+The public Python API, importable from here (each imported on first use, so `import mupbench` loads neither torch nor
+pandas): `ModelConfig`, `TrainConfig`, `build_model`, `build_optimizer` (the built-in model and its μP optimizer),
+`analyze_frame` (the transfer verdicts of a table of runs), `rms_norm`, `add_rms_norm`, `attention` (the kernels).
 """
-from harness.config import ModelConfig, TrainConfig
+from __future__ import annotations
 
-__all__ = ["ModelConfig", "TrainConfig", "build_model", "build_optimizer"]
+import importlib
+
+_PUBLIC = {
+    "ModelConfig": "mupbench.config",
+    "TrainConfig": "mupbench.config",
+    "build_model": "mupbench.model",
+    "build_optimizer": "mupbench.optim",
+    "analyze_frame": "mupbench.transfer",
+    "rms_norm": "mupbench.kernels",
+    "add_rms_norm": "mupbench.kernels",
+    "attention": "mupbench.kernels",
+}
+
+__all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str):
-    if name == "build_model":
-        from harness.model import build_model
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'mupbench' has no attribute {name!r}")
 
-        return build_model
-    if name == "build_optimizer":
-        from harness.optim import build_optimizer
 
-        return build_optimizer
-    raise AttributeError(f"module 'harness' has no attribute {name!r}")
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from harness.config import BYO_SPEC_KEY, RunSpec, wsd_decay_start
+from mupbench.config import BYO_SPEC_KEY, RunSpec, wsd_decay_start
 
 CHECKPOINT_DIR = "checkpoints"  # under the sweep directory
 BRANCH_POINTS = "wsd_branch_points"  # the spec.extra key annotate() sets
@@ -131,7 +131,7 @@ def save(root: Path, spec: RunSpec, state: dict) -> bool:
 
     Returns False when one is there already or the disk refused it: a checkpoint only saves time, so a failed write
     is never a failed run."""
-    from harness.store import atomic_write
+    from mupbench.store import atomic_write
 
     key = family_key(spec)
     path = checkpoint_path(root, key, state["step"])

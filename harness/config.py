@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from harness.errors import UserError
+from mupbench.errors import UserError
 
 ACTIVATIONS = ("relu", "gelu", "swiglu", "squared_relu")
 NORM_GAINS = ("none", "scalar", "vector")
@@ -104,7 +104,7 @@ class ModelConfig:
     base_depth: int = 2  # L_base: the depth at which every depth rule is 1
 
     def __post_init__(self) -> None:
-        from harness.parameterization import DEPTH_PARAMETERIZATIONS, PARAMETERIZATIONS
+        from mupbench.parameterization import DEPTH_PARAMETERIZATIONS, PARAMETERIZATIONS
 
         _check_types(self)
         for name in ("width", "depth", "head_dim", "vocab_size", "base_width", "base_depth"):

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.config import DataSpec
-from harness.errors import UserError
-from harness.store import atomic_write
+from mupbench.config import DataSpec
+from mupbench.errors import UserError
+from mupbench.store import Store, atomic_write
 
 BLOCK = 1 << 16
 VALIDATION_EVERY = 10
@@ -185,3 +185,43 @@ class Batches:
 
 def open_tokens(sweep_dir: Path) -> np.ndarray:
     return np.load(sweep_dir / TOKEN_FILE, mmap_mode="r")
+
+
+# --- a sweep directory's corpus ---------------------------------------------------------------------------------
+def sweep_data(out: Path, path: str | None, vocab_size: int | None, dtype: str):
+    """(DataSpec, tokens to write or None): the directory's stored corpus, or the one `path` names (default stdlib).
+
+    A stored corpus whose tokens.npy is missing or damaged is prepared again from its source when that still gives the
+    same tokens (same SHA-256), and refused otherwise; a damaged tokens.json is recovered from the planned runs."""
+    spec = stored_spec(out) or _planned_data(out)
+    if spec is None:
+        tokens, spec = describe(*load_tokens(path, vocab_size, dtype))
+        return spec, tokens
+    if path is not None and spec.name != str(path):
+        raise UserError(f"{out} was prepared from data {spec.name!r}, not {path!r}: use another --out")
+    if corpus_intact(out, spec):
+        # intact tokens; a damaged tokens.json is written again from the planned runs' spec
+        return spec, (None if stored_spec(out) == spec else np.load(out / TOKEN_FILE))
+    source = None if spec.name == "stdlib" else spec.name
+    try:
+        tokens, rebuilt = describe(*load_tokens(source, spec.vocab_size, dtype))
+    except UserError as e:
+        raise UserError(f"{out}/{TOKEN_FILE} is missing or damaged and its source cannot be read again ({e}): "
+                        "restore the file, or use a new --out") from None
+    if rebuilt.sha256 != spec.sha256:
+        raise UserError(f"{out}/{TOKEN_FILE} is missing or damaged, and its source {spec.name} now gives other "
+                        f"tokens (sha256 {rebuilt.sha256[:12]}, the sweep's {spec.sha256[:12]}): restore the data, or "
+                        "use a new --out")
+    return spec, tokens
+
+
+def _planned_data(out: Path):
+    """The corpus the runs already planned in `out` were planned with (when tokens.json is gone), or None."""
+    if not (out / "mupbench.sqlite").exists():
+        return None
+    store = Store(out)
+    try:
+        plan = store.planned()
+    finally:
+        store.close()
+    return DataSpec(**json.loads(plan["spec"].iloc[0])["data"]) if len(plan) else None

@@ -36,10 +36,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.coord_check import SCHEMA as COORD_CHECK_SCHEMA
-from harness.coord_check import Slope, describe_failure, worst_failures
-from harness.errors import UserError
-from harness.expectations import expectation
+from mupbench.coord_check import SCHEMA as COORD_CHECK_SCHEMA
+from mupbench.coord_check import Slope, describe_failure, worst_failures
+from mupbench.errors import UserError
+from mupbench.expectations import expectation
 
 RESULTS_SCHEMA = "mupbench.results/3"
 # /1: single-seed verdicts; /2: widths only (/3 adds depth and duration axes); the fields read are the same

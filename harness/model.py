@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import kernels
-from harness.config import ModelConfig
-from harness.parameterization import depth_factor, in_block, init_std, rule
+from mupbench import kernels
+from mupbench.config import ModelConfig
+from mupbench.parameterization import depth_factor, in_block, init_std, rule
 
 
 class RoleLinear(nn.Linear):

@@ -23,9 +23,9 @@ import math
 import torch
 import torch.nn as nn
 
-from harness.config import WEIGHT_DECAY_MODES, wsd_decay_start
-from harness.errors import UserError
-from harness.parameterization import HIDDEN_ROLES, MUON_ADJUST_LR_FN, depth_factor, in_block, lr_mult, rule
+from mupbench.config import WEIGHT_DECAY_MODES, wsd_decay_start
+from mupbench.errors import UserError
+from mupbench.parameterization import HIDDEN_ROLES, MUON_ADJUST_LR_FN, depth_factor, in_block, lr_mult, rule
 
 
 def parameter_groups(
@@ -40,7 +40,7 @@ def parameter_groups(
     With `eps_scaling` (and `eps`) every non-Muon group carries its own "eps" = eps × its LR multiplier; inside the
     residual blocks the depth rule's LR and ε factors multiply in (harness/parameterization.py).
     """
-    from harness.model import parameter_roles
+    from mupbench.model import parameter_roles
 
     cfg = model.cfg if cfg is None else cfg
     roles = [(name, p, role) for name, p, role, _ in parameter_roles(model)] if roles is None else roles
@@ -160,7 +160,7 @@ def schedule(step: int, steps: int, warmup: int, kind: str, floor: float = 1e-4,
     linear  — linear decay to `floor` at the last step (Lingle's baseline);
     cosine  — cosine decay to `floor`;
     wsd     — stay at 1, then decay linearly to `floor` over the last `decay_fraction` of steps (from
-              harness.config.wsd_decay_start, which the duration sweeps' checkpoints rely on).
+              mupbench.config.wsd_decay_start, which the duration sweeps' checkpoints rely on).
     """
     if step < warmup:
         return floor + (1.0 - floor) * step / warmup

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.config import AXIS_KEY, RunSpec
-from harness.errors import UserError
+from mupbench.config import AXIS_KEY, RunSpec
+from mupbench.errors import UserError
 
 SCHEMA_VERSION = 1
 STORE_FILE = "mupbench.sqlite"

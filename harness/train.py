@@ -5,7 +5,7 @@ same losses bit for bit. A run whose loss turns non-finite or climbs well above 
 back as `diverged` with final loss inf — a result for the analysis, never an exception.
 
 A run is a `Trainer` stepped from `Trainer.step` to the end, so it can also start part-way: a WSD run of a duration
-sweep starts from the checkpoint a longer run of its family left at this run's decay start (harness.branches) and
+sweep starts from the checkpoint a longer run of its family left at this run's decay start (mupbench.branches) and
 trains only its decay, with the same result as from scratch. Its record's `tokens_per_s` and `train_seconds` cover
 the steps it trained itself; `resumed_from_step` says where it started.
 """
@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import kernels
-from harness import branches, byo
-from harness.config import RunSpec
-from harness.model import build_model, count_parameters
-from harness.optim import build_optimizer, schedule, set_lr
+from mupbench import kernels
+from mupbench import branches, byo
+from mupbench.config import RunSpec
+from mupbench.model import build_model, count_parameters
+from mupbench.optim import build_optimizer, schedule, set_lr
 
 # A run has diverged once its smoothed training loss exceeds this multiple of its first loss.
 DIVERGENCE_FACTOR = 1.5
@@ -94,7 +94,7 @@ class Trainer:
     @classmethod
     def start(cls, spec: RunSpec, device: torch.device, checkpoints: Path | None) -> Trainer:
         """A fresh trainer, or with `checkpoints` the latest checkpoint of the run's WSD family it can start from
-        (harness.branches); a checkpoint that will not load into this run is passed over."""
+        (mupbench.branches); a checkpoint that will not load into this run is passed over."""
         trainer = cls.fresh(spec, device)
         if checkpoints is None:
             return trainer
@@ -141,9 +141,9 @@ def train(spec: RunSpec, tokens: np.ndarray, device: str | torch.device = "cpu",
     """Train `spec` on `tokens` (a prepared corpus) and return the result record the store keeps.
 
     `checkpoints` (a sweep's checkpoint directory) lets a WSD run start from its family's checkpoint at or before its
-    decay start and leave checkpoints at the branch points it passes (harness.branches); the result is the same.
+    decay start and leave checkpoints at the branch points it passes (mupbench.branches); the result is the same.
     `resumed_from_step` in the record says where it started (0: from scratch)."""
-    from harness.data import Batches
+    from mupbench.data import Batches
 
     device = torch.device(device)
     tc = spec.train

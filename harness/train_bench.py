@@ -1,7 +1,7 @@
 """The training-step benchmark: tokens/s of a whole step (forward, backward, AdamW) of the harness model on a GPU,
 with the Triton kernels and with the torch kernels, each eager and under `torch.compile(model)`.
 
-It lives in harness/ because it builds the harness model; kernels/bench.py (which may not import harness) takes
+It lives in harness/ (mupbench.train_bench) because it builds the model; kernels/bench.py (which imports nothing of ours outside mupbench.kernels) takes
 `measure_train_step` as a plain callable from the CLI and puts its records in the same report.
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ import os
 import torch
 import torch.nn.functional as F
 
-import kernels
-from harness.config import ModelConfig
-from harness.model import build_model
-from harness.optim import build_optimizer
+from mupbench import kernels
+from mupbench.config import ModelConfig
+from mupbench.model import build_model
+from mupbench.optim import build_optimizer
 
 WIDTHS = (256, 1024)
 # The gpu-small preset's shape (depth 4, head dim 64, 32 × 256 tokens per step), plus its multi-query variant.

@@ -68,8 +68,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.config import AXES
-from harness.errors import UserError
+from mupbench.config import AXES
+from mupbench.errors import UserError
 
 REQUIRED_COLUMNS = ("ablation", "parameterization", "width", "log2_lr", "seed", "final_val_loss")
 DEFAULT_TOLERANCE = 0.4  # δ, log2 LR per width doubling (see the module docstring)

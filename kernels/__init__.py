@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from kernels import reference
+from mupbench.kernels import reference
 
 _CHOICES = ("auto", "torch", "triton")
 _AUTOCAST_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)  # autocast never casts float64
@@ -86,9 +86,9 @@ def fallbacks() -> dict[str, str]:
 
 def configs_used() -> dict[str, dict]:
     """The Triton launch configurations used since `reset_record()` (empty where no Triton kernel ran)."""
-    if "kernels.configs" not in sys.modules:
+    if "mupbench.kernels.configs" not in sys.modules:
         return {}
-    from kernels import configs
+    from mupbench.kernels import configs
 
     return configs.used()
 
@@ -97,8 +97,8 @@ def reset_record() -> None:
     """Forget what ran (call at the start of a run whose record should say what it ran)."""
     _RAN.clear()
     _FALLBACKS.clear()
-    if "kernels.configs" in sys.modules:
-        sys.modules["kernels.configs"].clear_used()
+    if "mupbench.kernels.configs" in sys.modules:
+        sys.modules["mupbench.kernels.configs"].clear_used()
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -138,12 +138,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1
     """x · rsqrt(mean(x², last dim) + eps) · weight; weight None, a scalar gain (1,) or a vector gain (x.shape[-1],)."""
 
     def triton_fn(*args):
-        from kernels import rmsnorm
+        from mupbench.kernels import rmsnorm
 
         return rmsnorm.rms_norm(*args)
 
     def unsupported():
-        from kernels import rmsnorm
+        from mupbench.kernels import rmsnorm
 
         return rmsnorm.unsupported(x, weight)
 
@@ -159,12 +159,12 @@ def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor |
     out_dtype = _autocast_dtype(x.device) or torch.promote_types(x.dtype, residual.dtype)
 
     def triton_fn(*args):
-        from kernels import rmsnorm
+        from mupbench.kernels import rmsnorm
 
         return rmsnorm.add_rms_norm(*args)
 
     def unsupported():
-        from kernels import rmsnorm
+        from mupbench.kernels import rmsnorm
 
         return rmsnorm.unsupported(x, weight, residual)
 
@@ -178,12 +178,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, c
         q, k, v = _autocast_inputs(q, k, v)
 
     def triton_fn(*args):
-        from kernels import flash_attention
+        from mupbench.kernels import flash_attention
 
         return flash_attention.attention(*args)
 
     def unsupported():
-        from kernels import flash_attention
+        from mupbench.kernels import flash_attention
 
         return flash_attention.unsupported(q, k, v)
 

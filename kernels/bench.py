@@ -13,7 +13,7 @@ One run measures, on the same GPU, at the shapes the presets run:
   for GQA; whichever run); TFLOP/s with FLOPs = 4·B·H·T²·D, halved for causal, ×3.5 for forward+backward;
 - every timing twice: plain launches, and replaying a CUDA graph of the same calls (launch cost removed: at T = 256
   it dominates);
-- the training step, through `train_step(quick)` (harness.train_bench.measure_train_step, passed in by the CLI: this
+- the training step, through `train_step(quick)` (mupbench.train_bench.measure_train_step, passed in by the CLI: this
   package imports nothing from the harness).
 
 Times are CUDA-event timings from triton.testing.do_bench (L2 flushed before each run; median and 20/80% quantiles),
@@ -37,7 +37,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from kernels import reference
+from mupbench.kernels import reference
 
 DEVICE = "cuda"
 ROWS = 16384
@@ -63,8 +63,7 @@ def unavailable_reason() -> str | None:
     """Why the benchmark cannot run here (a one-line message), or None."""
     if not torch.cuda.is_available():
         return NO_GPU
-    import kernels
-
+    from mupbench import kernels
     if not kernels.triton_available():
         return "mupbench: error: bench kernels needs Triton (pip install triton)"
     if os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on"):
@@ -218,7 +217,7 @@ def measure_copy(time_ms) -> dict:
 
 
 def _rms_impls(fused: bool) -> dict[str, Callable]:
-    from kernels import rmsnorm
+    from mupbench.kernels import rmsnorm
 
     if fused:
         return {"triton": rmsnorm.add_rms_norm, "torch": reference.add_rms_norm,
@@ -306,7 +305,7 @@ def _sdpa(backend: str, gqa: bool) -> Callable:
 
 
 def measure_attention(time_ms, shapes, with_math: bool, graphs: bool) -> list[dict]:
-    from kernels import configs, flash_attention
+    from mupbench.kernels import configs, flash_attention
 
     records = []
     for seq, head_dim, heads, kv_heads in shapes:
@@ -392,8 +391,7 @@ def _print_record(label: str, record: dict, rate: str, unit: str) -> None:
 
 
 def measure_all(quick: bool, train_step: Callable[[bool], list[dict]] | None = None, graphs: bool = True) -> dict:
-    import kernels
-
+    from mupbench import kernels
     kernels.reset_record()
     time_ms = _timer(quick)
     report = {"env": environment(quick)}

@@ -103,7 +103,7 @@ def _load_table() -> dict:
     if path:
         with open(path) as f:
             return json.load(f)["attention"]
-    from kernels.pinned import ATTENTION
+    from mupbench.kernels.pinned import ATTENTION
 
     return ATTENTION
 

@@ -24,8 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import configs
-from kernels.library import INTERPRET, launch, operator, refuse_16bit_in_interpreter
+from mupbench.kernels import configs
+from mupbench.kernels.library import INTERPRET, launch, operator, refuse_16bit_in_interpreter
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_WIDTH = 32768  # one row must fit in one program's registers

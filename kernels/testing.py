@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-import kernels
-from kernels import configs, reference
+from mupbench import kernels
+from mupbench.kernels import configs, reference
 
 
 @dataclass(frozen=True)

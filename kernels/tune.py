@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from kernels import configs
+from mupbench.kernels import configs
 
 TUNE_SHAPES = (  # (tokens, heads, kv heads, seq, head dim): the presets' attention shapes (GQA: multi-query)
     (16384, 16, 16, 256, 64), (16384, 16, 1, 256, 64), (16384, 16, 16, 1024, 64), (16384, 16, 1, 1024, 64),
@@ -83,7 +83,7 @@ def compile_one(kernel, constexprs: dict, warps: int, stages: int, capability: i
 
 def compile_report(head_dims=(64, 128), capability: int = 90, causal: bool = True) -> list[dict]:
     """Every candidate forward and backward config at each padded head dim (bf16), compiled for sm_<capability>."""
-    from kernels import flash_attention as fa
+    from mupbench.kernels import flash_attention as fa
 
     rows = []
     for d in head_dims:
@@ -105,7 +105,7 @@ def compile_report(head_dims=(64, 128), capability: int = 90, causal: bool = Tru
 def _time_candidates(shape, dtype, causal, candidates, fwd_fixed, mode) -> list[dict]:
     from triton.testing import do_bench
 
-    from kernels import flash_attention
+    from mupbench.kernels import flash_attention
 
     tokens, heads, kv_heads, seq, head_dim = shape
     batch = max(1, tokens // seq)
@@ -141,7 +141,7 @@ def tune(quick: bool = False, shapes=TUNE_SHAPES, dtype: torch.dtype = torch.bfl
     least total time over that key's shapes (sequence lengths share a key). Returns {"attention": table, "timings": …}."""
     import triton
 
-    from kernels import flash_attention
+    from mupbench.kernels import flash_attention
 
     arch = configs.arch(torch.device("cuda"))
     gpu = torch.cuda.get_device_name()

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.store import atomic_write
-from reports import junit, results, summary
-from reports.html import render_html
-from reports.sweep import load
+from mupbench.errors import UserError
+from mupbench.store import atomic_write
+from mupbench.reports import junit, results, summary
+from mupbench.reports.html import render_html
+from mupbench.reports.sweep import load
 
 REPORT_DIR = "report"
 FILES = ("report.html", "results.json", "summary.md", "junit.xml")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import jinja2
 
-from harness.transfer import DEFAULT_TOLERANCE
-from reports import plots
-from reports.summary import AGREEMENT_MARK
-from reports.tables import scale_header
+from mupbench.transfer import DEFAULT_TOLERANCE
+from mupbench.reports import plots
+from mupbench.reports.summary import AGREEMENT_MARK
+from mupbench.reports.tables import scale_header
 
 TEMPLATES = Path(__file__).with_name("templates")
 

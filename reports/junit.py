@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.store import atomic_write
+from mupbench.store import atomic_write
 
 
 @dataclass

@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 from PIL import Image
 
-from reports.tables import scale_text
+from mupbench.reports.tables import scale_text
 
 DPI = 100
 PARAM_LABEL = {"mup": "μP", "sp": "SP"}

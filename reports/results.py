@@ -10,7 +10,7 @@ import math
 import time
 from pathlib import Path
 
-from harness.store import atomic_write
+from mupbench.store import atomic_write
 
 SCHEMA_ID = "mupbench.results/3"
 SCHEMA_FILE = Path(__file__).with_name("results.schema.json")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from harness.store import atomic_write
-from reports.tables import (
+from mupbench.store import atomic_write
+from mupbench.reports.tables import (
     drift_text,
     fmt,
     markdown_code,

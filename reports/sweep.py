@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.config import AXES
-from harness.expectations import agreement, expectation
-from harness.store import Store
-from harness.transfer import Verdict, analyze
+from mupbench.config import AXES
+from mupbench.expectations import agreement, expectation
+from mupbench.store import Store
+from mupbench.transfer import Verdict, analyze
 
 COORD_CHECK_FILE = "coord_check.json"
 COORD_CHECK_SCHEMA = "mupbench.coord_check/2"
@@ -168,7 +168,7 @@ def read_coord_check(sweep_dir: Path) -> tuple[dict | None, str | None]:
 
 
 def load(sweep_dir: str | Path, tolerance: float | None = None) -> SweepData:
-    """Everything a report shows; `tolerance` (δ) is checked by harness.transfer.analyze."""
+    """Everything a report shows; `tolerance` (δ) is checked by mupbench.transfer.analyze."""
     sweep_dir = Path(sweep_dir)
     store = Store(sweep_dir)
     try:

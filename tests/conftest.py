@@ -27,9 +27,9 @@ def corpus_file(tmp_path_factory) -> Path:
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600):
-    """Run `python -m harness.cli ...` in a subprocess and return the CompletedProcess."""
+    """Run `python -m mupbench.cli ...` in a subprocess and return the CompletedProcess."""
     import subprocess
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mupbench.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)

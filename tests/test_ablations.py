@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import ablations
-from ablations.suites import apply_changes, plan
-from harness import build_model, build_optimizer
-from harness.config import DataSpec, ModelConfig, RunSpec, TrainConfig
-from harness.errors import UserError
+from mupbench import ablations
+from mupbench.ablations.suites import apply_changes, plan
+from mupbench import build_model, build_optimizer
+from mupbench.config import DataSpec, ModelConfig, RunSpec, TrainConfig
+from mupbench.errors import UserError
 
 from conftest import run_cli
 
@@ -88,8 +88,8 @@ def test_lion_grid_is_shifted_down():
 @pytest.mark.parametrize("preset", ["cpu-micro", "cpu-tiny", "gpu-small", "paper"])
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "wsd"])
 def test_effective_steps_formula_is_the_schedules_sum(preset, schedule):
-    from ablations.weight_decay import effective_steps
-    from harness.optim import schedule as lr_schedule
+    from mupbench.ablations.weight_decay import effective_steps
+    from mupbench.optim import schedule as lr_schedule
 
     t = {**ablations.get_preset(preset).base("mup")["train"], "schedule": schedule}
     if t["steps"] > 20_000:
@@ -101,7 +101,7 @@ def test_effective_steps_formula_is_the_schedules_sum(preset, schedule):
 
 def _decay_exposure(name: str, width: int, log2_lr: float) -> dict[str, float]:
     """Σ_t s(t)·lr_group·wd_group per tensor for ablation `name` at cpu-tiny: the run's total decay exposure T_eff/τ."""
-    from ablations.weight_decay import effective_steps
+    from mupbench.ablations.weight_decay import effective_steps
 
     preset = ablations.get_preset("cpu-tiny")
     base = preset.base("mup")
@@ -168,7 +168,7 @@ def test_new_ablations_are_listed_with_their_verdicts_and_sources():
 
 
 OUT_OF_RANGE = textwrap.dedent('''
-    from ablations import ablation
+    from mupbench.ablations import ablation
 
     @ablation(reported="unknown", source="test")
     def negative_decay_test(base):
@@ -227,7 +227,7 @@ def test_every_suite_plans_at_every_preset():
 
 
 USER_FILE = textwrap.dedent('''
-    from ablations import ablation
+    from mupbench.ablations import ablation
 
     @ablation(reported="unknown", source="team notes <b>")
     def wide_mlp_test(base):
@@ -280,7 +280,7 @@ def test_user_ablation_entry_point(tmp_path):
     import sys
 
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{pkg}"}
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "list", "--json"], env=env, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "mupbench.cli", "list", "--json"], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "wide_mlp_ep" in {a["name"] for a in json.loads(res.stdout)["ablations"]}
 

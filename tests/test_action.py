@@ -341,8 +341,9 @@ def test_action_installs_mupbench_gates_and_writes_the_baseline(first_run, user_
     assert run.outputs["baseline-created"] == "true"
     # mupbench was installed from the action path into the action's environment, not imported from this checkout
     venv = temp / "mupbench-venv"
-    installed = list(venv.glob("lib/python*/site-packages/harness/gate.py"))
+    installed = list(venv.glob("lib/python*/site-packages/mupbench/gate.py"))
     assert installed and (venv / "bin" / "mupbench").exists(), run.log
+    assert not list(venv.glob("lib/python*/site-packages/harness")), "one namespace: nothing installed as harness/"
     assert not (workspace / "harness").exists()
 
     out = workspace / "mupbench-out"

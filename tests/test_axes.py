@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import ablations
+from mupbench import ablations
 from conftest import run_cli
-from harness.config import DataSpec
-from harness.errors import UserError
-from harness.transfer import analyze_frame
-from reports import results
+from mupbench.config import DataSpec
+from mupbench.errors import UserError
+from mupbench.transfer import analyze_frame
+from mupbench.reports import results
 
 DATA = DataSpec("stdlib", "0" * 64, 1_000_000, 256)
 

@@ -4,12 +4,15 @@ import json
 import pytest
 import torch
 
-from harness import branches, sweep
-from harness.config import DataSpec, ModelConfig, RunSpec, TrainConfig, wsd_decay_start
-from harness.data import load_tokens, open_tokens
-from harness.optim import schedule
-from harness.store import Store
-from harness.train import Trainer, train
+from mupbench import branches, data, directory, plan
+from mupbench.devices import plan_workers
+from mupbench.executors.local import LocalExecutor
+from mupbench.sweep import run_sweep
+from mupbench.config import DataSpec, ModelConfig, RunSpec, TrainConfig, wsd_decay_start
+from mupbench.data import load_tokens, open_tokens
+from mupbench.optim import schedule
+from mupbench.store import Store
+from mupbench.train import Trainer, train
 
 STEPS = (24, 36, 48)  # decay starts 18, 27, 36 (warmup 4, decay fraction 0.25)
 DATA = DataSpec("test", "0" * 64, 0, 256)
@@ -132,24 +135,24 @@ def test_a_diverging_trunk_leaves_the_shorter_runs_as_they_would_be(tokens, scra
 
 
 def test_a_shorter_run_is_handed_out_only_after_its_trunk():
-    todo = sorted(branches.annotate([spec(n) for n in STEPS] + [spec(24, schedule="linear")]),
-                  key=sweep.run_cost, reverse=True)
-    waits_for, finished = branches.trunks(todo), set()
-    pending = branches.branch_order(todo)
-    first = [sweep._next_run(pending, waits_for, finished) for _ in range(3)]
+    dispatch = plan.Dispatch(branches.annotate([spec(n) for n in STEPS] + [spec(24, schedule="linear")]))
+    finished = set()
+    first = [dispatch.next(finished) for _ in range(3)]
     assert [s.train.steps for s in first[:2]] == [48, 24] and first[1].train.schedule == "linear"
-    assert first[2] is None and len(pending) == 2  # the two shorter WSD runs wait
+    assert first[2] is None and len(dispatch.pending) == 2  # the two shorter WSD runs wait
     finished.add(first[0].run_hash)
-    assert [sweep._next_run(pending, waits_for, finished).train.steps for _ in range(2)] == [36, 24]
-    assert sweep.branch_cost(spec(24)) == sweep.run_cost(spec(24)) * 6 / 24
+    assert [dispatch.next(finished).train.steps for _ in range(2)] == [36, 24]
+    assert plan.branch_cost(spec(24)) == plan.run_cost(spec(24)) * 6 / 24
+    unbranched = plan.Dispatch(branches.annotate([spec(n) for n in STEPS]), branching=False)
+    assert [unbranched.next(set()).train.steps for _ in range(3)] == [48, 36, 24]  # nothing waits without checkpoints
 
 
 def test_a_sweep_trains_the_longest_run_first_and_removes_the_checkpoints(corpus_file, tmp_path):
     out = tmp_path / "sweep"
-    data_spec, corpus = sweep.sweep_data(out, str(corpus_file), None, "uint16")
-    sweep.record_sweep(out, corpus, data_spec, "cpu-micro", "pr", {})
+    data_spec, corpus = data.sweep_data(out, str(corpus_file), None, "uint16")
+    directory.record_sweep(out, corpus, data_spec, "cpu-micro", "pr", {})
     specs = [spec(n, data=data_spec) for n in (24, 48, 36)] + [spec(24, data=data_spec, schedule="linear")]
-    done = sweep.run_sweep(out, specs, device="cpu", workers=2, progress=False)
+    done = run_sweep(out, specs, LocalExecutor("cpu", 2), progress=False)
     assert done["trained"] == 4 and done["ok"] == 4
     assert not (out / branches.CHECKPOINT_DIR).exists()
 
@@ -162,7 +165,7 @@ def test_a_sweep_trains_the_longest_run_first_and_removes_the_checkpoints(corpus
     stored = json.loads(runs.loc[runs["run_hash"] == wsd[0].run_hash, "spec"].iloc[0])
     assert stored["extra"][branches.BRANCH_POINTS] == [18, 27, 36]
     tokens = open_tokens(out)
-    torch.set_num_threads(sweep.plan_workers("cpu", 2).threads)  # as many threads as a worker had
+    torch.set_num_threads(plan_workers("cpu", 2).threads)  # as many threads as a worker had
     try:
         for s in wsd:
             loss = runs.loc[runs["run_hash"] == s.run_hash, "final_val_loss"].iloc[0]
@@ -170,5 +173,5 @@ def test_a_sweep_trains_the_longest_run_first_and_removes_the_checkpoints(corpus
     finally:
         torch.set_num_threads(1)
 
-    again = sweep.run_sweep(out, specs, device="cpu", workers=2, progress=False)
+    again = run_sweep(out, specs, LocalExecutor("cpu", 2), progress=False)
     assert again["trained"] == 0 and again["ok"] == 4

@@ -7,11 +7,11 @@ import torch
 import torch.nn as nn
 
 from conftest import ROOT, run_cli
-from harness import byo
-from harness.cli import main
-from harness.config import DataSpec, ModelConfig, RunSpec, TrainConfig
-from harness.errors import UserError
-from harness.optim import build_optimizer, parameter_groups
+from mupbench import byo
+from mupbench.cli import main
+from mupbench.config import DataSpec, ModelConfig, RunSpec, TrainConfig
+from mupbench.errors import UserError
+from mupbench.optim import build_optimizer, parameter_groups
 
 EXAMPLE = ROOT / "examples" / "my_model.py"
 SPEC = f"{EXAMPLE}:build"

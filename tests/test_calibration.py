@@ -1,5 +1,5 @@
-"""Calibration of the verdict: synthetic sweeps at the seed noise measured on real cpu-tiny sweeps (harness.transfer.NOISE),
-judged thousands at a time by the same vectorised code the CLI uses (harness.transfer.judge).
+"""Calibration of the verdict: synthetic sweeps at the seed noise measured on real cpu-tiny sweeps (mupbench.transfer.NOISE),
+judged thousands at a time by the same vectorised code the CLI uses (mupbench.transfer.judge).
 
 Each draw: widths 32/64/128, 3 seeds, LR grid 2^-14 … 2^-1 (a preset's grid once `run` has extended it past every edge
 optimum), loss = parabola in log2 LR around the width's true optimum (centre drawn uniformly in [-8, -7], so the
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.transfer import DEFAULT_TOLERANCE, NOISE, VERDICT_CODES, analyze_frame, judge
+from mupbench.transfer import DEFAULT_TOLERANCE, NOISE, VERDICT_CODES, analyze_frame, judge
 
 GRID = np.arange(-14.0, 0.0)
 WIDTHS = np.array([32, 64, 128])

@@ -86,7 +86,7 @@ def test_resume_after_sigkill_gives_same_results_without_duplicates(tmp_path, co
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     args = ["run", *MICRO, "--data", str(corpus_file), "--workers", "1", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args, "--out", str(killed)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "mupbench.cli", *args, "--out", str(killed)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     stored = 0

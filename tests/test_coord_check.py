@@ -9,9 +9,9 @@ import torch
 import torch.nn as nn
 
 from conftest import ROOT
-from harness import byo
-from harness.cli import main
-from harness.coord_check import THRESHOLD, run_check
+from mupbench import byo
+from mupbench.cli import main
+from mupbench.coord_check import THRESHOLD, run_check
 
 EXAMPLE = ROOT / "examples" / "my_model.py"
 WIDTHS = (32, 64, 128, 256)
@@ -85,7 +85,7 @@ def _threads():
 
 
 def problems(check):
-    from harness.coord_check import describe_failure, worst_failures
+    from mupbench.coord_check import describe_failure, worst_failures
 
     return [describe_failure(s) for s in worst_failures(check.failures())]
 
@@ -192,8 +192,8 @@ def test_cli_writes_coord_check_json_and_exit_codes(tmp_path, capsys):
     assert mup["widths"] == [32, 64, 128, 256] and mup["steps"] == [0, 1, 2] and mup["threshold"] == THRESHOLD
     assert set(mup["records"][0]) >= {"width", "step", "module", "mean_abs", "mean_abs_delta"}
     assert set(mup["slopes"][0]) >= {"module", "step", "quantity", "slope", "passed", "bound", "stderr", "seeds"}
-    from reports.plots import coord_check_figure
-    from reports.sweep import read_coord_check
+    from mupbench.reports.plots import coord_check_figure
+    from mupbench.reports.sweep import read_coord_check
 
     shown, problem = read_coord_check(tmp_path)  # the report's coord-check panel reads and plots it
     assert problem is None and coord_check_figure(shown["checks"][0])[:4] == b"\x89PNG"
@@ -232,7 +232,7 @@ def test_seq_len_fits_a_small_block_size_and_json_stays_clean(capsys):
 
 
 def test_recorder_keeps_copies_and_runs_each_layers_own_forward():
-    from harness.coord_check import Recorder
+    from mupbench.coord_check import Recorder
 
     class Scaled(nn.Linear):
         def forward(self, x):

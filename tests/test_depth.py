@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from conftest import run_cli
-from harness.config import DataSpec, ModelConfig, RunSpec, TrainConfig
-from harness.coord_check.depth import run_depth_check
-from harness.model import build_model
-from harness.optim import parameter_groups
-from harness.parameterization import DEPTH_ONE, DEPTH_PARAMETERIZATIONS, depth_factor
+from mupbench.config import DataSpec, ModelConfig, RunSpec, TrainConfig
+from mupbench.coord_check.depth import run_depth_check
+from mupbench.model import build_model
+from mupbench.optim import parameter_groups
+from mupbench.parameterization import DEPTH_ONE, DEPTH_PARAMETERIZATIONS, depth_factor
 
 
 def cfg(depth=8, rule="standard", base_depth=2, **kw):
@@ -148,7 +148,7 @@ def test_coord_check_cli_on_depth(tmp_path):
 
 def test_a_model_without_depth_rules_is_unscaled():
     """harness/byo's models scale width only: a `blocks.` parameter name gets no depth factor (and needs no depth)."""
-    from harness.byo.groups import Scale
+    from mupbench.byo.groups import Scale
 
     assert depth_factor(Scale("mup", 64, 32), "lr_mult") == 1.0
     assert depth_factor(Scale("mup", 64, 32), "eps_mult") == 1.0

@@ -23,11 +23,13 @@ import pytest
 from conftest import ROOT, run_cli
 from test_gate import SHIFTS, TRANSFERS, make_sweep
 
-from harness import data, sweep
-from harness.cli import main
-from harness.config import RunSpec
-from harness.errors import UserError
-from harness.store import Store
+from mupbench import data, directory
+from mupbench.executors.local import LocalExecutor
+from mupbench.sweep import run_sweep
+from mupbench.cli import main
+from mupbench.config import RunSpec
+from mupbench.errors import UserError
+from mupbench.store import Store
 
 MICRO = ["--preset", "cpu-micro", "--quiet"]
 TINY_SWEEP = ["--suite", "pr", "--ablation", "baseline", "--widths", "16", "--lrs", "2^-6,2^-5", "--workers", "1"]
@@ -58,7 +60,7 @@ def bad_files(tmp_path_factory):
     np.save(d / "negative.npy", negative)
     (d / "a_file").write_text("not a directory")
     (d / "ablations.py").write_text(textwrap.dedent('''
-        from ablations import ablation
+        from mupbench.ablations import ablation
 
         def _register(name, change):
             ablation(name, reported="unknown", source="test")(change)
@@ -148,17 +150,17 @@ def test_gate_with_an_exiting_model_is_not_green(bad_files, corpus_file, tmp_pat
 # --- the sweep directory: a lock, and damaged files --------------------------------------------------------------
 def test_a_second_run_on_a_locked_directory_is_refused(corpus_file, tmp_path, capsys):
     out = tmp_path / "sweep"
-    with sweep.locked(out):
+    with directory.locked(out):
         line = refused(["run", *MICRO, *TINY_SWEEP, "--data", str(corpus_file), "--out", str(out)], capsys)
     assert f"pid {os.getpid()}" in line and "another `mupbench run`" in line
     assert not (out / "mupbench.sqlite").exists() and not (out / data.TOKEN_FILE).exists()
-    with sweep.locked(out):  # released when the holder is done
+    with directory.locked(out):  # released when the holder is done
         pass
 
 
 def _prepared(out: Path, source: Path):
-    spec, tokens = sweep.sweep_data(out, str(source), None, "uint16")
-    sweep.record_sweep(out, tokens, spec, "cpu-micro", "pr", {})
+    spec, tokens = data.sweep_data(out, str(source), None, "uint16")
+    directory.record_sweep(out, tokens, spec, "cpu-micro", "pr", {})
     return spec
 
 
@@ -168,26 +170,26 @@ def test_missing_or_damaged_corpus_is_rebuilt_from_its_source(corpus_file, tmp_p
     spec = _prepared(out, source)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     (out / data.TOKEN_FILE).unlink()
-    again, tokens = sweep.sweep_data(out, None, None, "uint16")
+    again, tokens = data.sweep_data(out, None, None, "uint16")
     assert again == spec and tokens is not None  # rebuilt: the same digest
-    sweep.record_sweep(out, tokens, spec, "cpu-micro", "pr", {})
+    directory.record_sweep(out, tokens, spec, "cpu-micro", "pr", {})
     assert data.corpus_intact(out, spec)
 
     (out / data.META_FILE).write_text('{"name": "trunc')  # a truncated tokens.json: recovered from the plan
     store = Store(out)
     store.add_plan([sweep_spec(spec)])
     store.close()
-    assert sweep.sweep_data(out, None, None, "uint16")[0] == spec
+    assert data.sweep_data(out, None, None, "uint16")[0] == spec
 
     with open(out / data.TOKEN_FILE, "r+b") as f:  # damaged, and the source changed since: refused
         f.truncate(1000)
     source.write_bytes(source.read_bytes() + b"# edited\n")
     with pytest.raises(UserError, match="now gives other tokens"):
-        sweep.sweep_data(out, None, None, "uint16")
+        data.sweep_data(out, None, None, "uint16")
 
 
 def sweep_spec(data_spec):
-    from harness.config import ModelConfig, RunSpec, TrainConfig
+    from mupbench.config import ModelConfig, RunSpec, TrainConfig
 
     return RunSpec("baseline", ModelConfig(width=16, head_dim=8), TrainConfig(lr=0.01), data_spec)
 
@@ -202,7 +204,7 @@ def test_damaged_store_is_one_line_for_every_command(tmp_path, capsys):
 
 
 def test_store_errors_name_their_cause(tmp_path):
-    from harness.store import store_error
+    from mupbench.store import store_error
 
     path = tmp_path / "mupbench.sqlite"
     assert "disk full" in str(store_error(path, sqlite3.OperationalError("database or disk is full")))
@@ -251,7 +253,7 @@ def test_full_disk_names_itself_and_leaves_no_temporary_file(corpus_file, tmp_pa
     out = small / "sweep"
     line = refused(["run", *MICRO, *TINY_SWEEP, "--data", str(corpus_file), "--out", str(out)], capsys)
     assert "disk full" in line and data.TOKEN_FILE in line
-    assert [p.name for p in out.iterdir()] == [sweep.LOCK_FILE]  # no half-written corpus, no temporary file
+    assert [p.name for p in out.iterdir()] == [directory.LOCK_FILE]  # no half-written corpus, no temporary file
 
     store = Store(small / "store", create=True)  # the store itself running out of space
     with open(small / "filler", "wb") as f, contextlib.suppress(OSError):
@@ -328,13 +330,13 @@ def test_killed_worker_fails_only_its_run_and_is_retried_only_when_asked(user_mo
     store = Store(out)
     specs = [RunSpec.from_json(json.loads(text)) for text in store.planned()["spec"]]
     store.close()
-    again = sweep.run_sweep(out, specs, device="cpu", workers=1, progress=False)  # a stored failure is a result:
+    again = run_sweep(out, specs, LocalExecutor("cpu", 1), progress=False)  # a stored failure is a result:
     assert again["trained"] == 0 and again["failed"] == 1  # not trained again
     assert "1 stored run(s) failed and are kept" in capfd.readouterr().err
     status = run_cli("status", str(out))
     assert "killed by SIGKILL" in status.stdout and "1 failed" in status.stdout
 
-    retried = sweep.run_sweep(out, specs, device="cpu", workers=1, progress=False, retry_failed=True)
+    retried = run_sweep(out, specs, LocalExecutor("cpu", 1), progress=False, retry_failed=True)
     assert retried["trained"] == 1 and retried["ok"] == 2 and retried["failed"] == 0
 
 
@@ -350,7 +352,7 @@ def test_a_sweep_where_no_run_finished_fails_the_gate(user_model, corpus_file, t
 def test_ctrl_c_is_exit_130_without_a_traceback(delay, tmp_path):
     d = make_sweep(tmp_path / "s", {("baseline", "mup"): TRANSFERS, ("baseline", "sp"): SHIFTS})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "report", str(d)], env=env, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "mupbench.cli", "report", str(d)], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from harness.cli import main
-from harness.config import DataSpec, ModelConfig, RunSpec, TrainConfig
-from harness.store import Store
+from mupbench.cli import main
+from mupbench.config import DataSpec, ModelConfig, RunSpec, TrainConfig
+from mupbench.store import Store
 
 WIDTHS = (32, 64, 128)
 GRID = tuple(range(-10, -2))  # log2 LR

@@ -1,10 +1,10 @@
-"""harness.sweep.grid_extensions: the next LR grid point beyond each width's edge optimum, at every width and seed."""
+"""mupbench.plan.grid_extensions: the next LR grid point beyond each width's edge optimum, at every width and seed."""
 import math
 
 import pandas as pd
 
-from harness.config import DataSpec, ModelConfig, RunSpec, TrainConfig
-from harness.sweep import grid_extensions
+from mupbench.config import DataSpec, ModelConfig, RunSpec, TrainConfig
+from mupbench.plan import grid_extensions
 
 DATA = DataSpec("synthetic", "0" * 64, 0, 256)
 GRID = (-8, -7, -6, -5)
@@ -89,7 +89,7 @@ WIDE = (-9, -8, -7, -6, -5, -4)
 
 
 def test_other_seeds_run_each_widths_neighbourhood_and_nothing_before_seed_0_is_done():
-    from harness.sweep import seed_neighbourhoods
+    from mupbench.plan import seed_neighbourhoods
 
     assert seed_neighbourhoods(specs(WIDE), runs({32: -7.0, 64: -6.0}, grid=WIDE[:3]), seeds=3) == []
     near = seed_neighbourhoods(specs(WIDE), runs({32: -7.0, 64: -6.0}, grid=WIDE), seeds=3)
@@ -99,7 +99,7 @@ def test_other_seeds_run_each_widths_neighbourhood_and_nothing_before_seed_0_is_
 
 
 def test_neighbourhood_grows_while_the_seed_mean_optimum_is_on_its_edge():
-    from harness.sweep import seed_neighbourhoods
+    from mupbench.plan import seed_neighbourhoods
 
     # seed 0 alone puts width 32's optimum at -7; seeds 1 and 2 put it at -5.2, so the mean's best is the edge -6
     table = pd.concat([runs({32: -7.0, 64: -6.0}, grid=WIDE),

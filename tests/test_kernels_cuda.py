@@ -22,7 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.testing import (
+from mupbench.kernels.testing import (
     ATTENTION_CASES,
     CONFIG_CASES,
     RMS_NORM_CASES,
@@ -110,7 +110,7 @@ def test_16bit_within_flash_attention_bound(case, dtype):
 
 @pytest.mark.parametrize("kv_heads", [16, 2, 1])
 def test_backward_is_deterministic(kv_heads):
-    from kernels import flash_attention
+    from mupbench.kernels import flash_attention
 
     gen = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(4, 16, 1000, 64, device="cuda", dtype=torch.bfloat16, generator=gen, requires_grad=True)
@@ -124,7 +124,7 @@ def test_backward_is_deterministic(kv_heads):
 
 
 def test_output_and_gradients_keep_the_input_layout():
-    from kernels import flash_attention
+    from mupbench.kernels import flash_attention
 
     q, k, v = (torch.randn(2, 77, h, 64, device="cuda", dtype=torch.bfloat16).transpose(1, 2).requires_grad_()
                for h in (8, 2, 2))
@@ -136,7 +136,7 @@ def test_output_and_gradients_keep_the_input_layout():
 
 def test_pinned_configs_compile_without_spills():
     """Checked offline with Triton 3.9 for sm_90 (kernels/configs.py); here with this GPU's Triton and architecture."""
-    from kernels import configs, flash_attention, tune
+    from mupbench.kernels import configs, flash_attention, tune
 
     major, minor = torch.cuda.get_device_capability()
     spills = {}
@@ -154,7 +154,7 @@ def test_pinned_configs_compile_without_spills():
 
 def test_compiled_model_matches_eager(monkeypatch):
     """torch.compile(model, fullgraph=True) with Inductor: no graph break at the kernels, same loss and gradients."""
-    from harness import ModelConfig, build_model
+    from mupbench import ModelConfig, build_model
 
     monkeypatch.setenv("MUPBENCH_KERNELS", "triton")
     cfg = ModelConfig(width=256, depth=2, head_dim=64, kv_heads=1, vocab_size=256, norm_gains="vector")
@@ -191,7 +191,7 @@ def _corpus(n_bytes: int = 1 << 21) -> torch.Tensor:
 
 
 def _train(backend: str, steps: int, autocast: bool, monkeypatch) -> list[float]:
-    from harness import ModelConfig, build_model, build_optimizer
+    from mupbench import ModelConfig, build_model, build_optimizer
 
     monkeypatch.setenv("MUPBENCH_KERNELS", backend)
     cfg = ModelConfig(width=256, depth=4, head_dim=64, vocab_size=256, parameterization="mup", base_width=128,
@@ -219,10 +219,7 @@ def _train(backend: str, steps: int, autocast: bool, monkeypatch) -> list[float]
 
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
 def test_training_follows_torch_kernels(autocast, monkeypatch):
-    pytest.importorskip("harness")
-    import kernels.flash_attention
-    import kernels.rmsnorm
-
+    from mupbench.kernels import flash_attention, rmsnorm
     calls = {"attention": 0, "rms_norm": 0, "add_rms_norm": 0}
 
     def spy(name, fn):
@@ -231,9 +228,9 @@ def test_training_follows_torch_kernels(autocast, monkeypatch):
             return fn(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(kernels.flash_attention, "attention", spy("attention", kernels.flash_attention.attention))
-    monkeypatch.setattr(kernels.rmsnorm, "rms_norm", spy("rms_norm", kernels.rmsnorm.rms_norm))
-    monkeypatch.setattr(kernels.rmsnorm, "add_rms_norm", spy("add_rms_norm", kernels.rmsnorm.add_rms_norm))
+    monkeypatch.setattr(flash_attention, "attention", spy("attention", flash_attention.attention))
+    monkeypatch.setattr(rmsnorm, "rms_norm", spy("rms_norm", rmsnorm.rms_norm))
+    monkeypatch.setattr(rmsnorm, "add_rms_norm", spy("add_rms_norm", rmsnorm.add_rms_norm))
 
     steps, window = 300, 25
     ref = _train("torch", steps, autocast, monkeypatch)

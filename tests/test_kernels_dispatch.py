@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels
-from kernels import reference
+from mupbench import kernels
+from mupbench.kernels import reference
 
 ROOT = Path(__file__).resolve().parents[1]
 has_triton = importlib.util.find_spec("triton") is not None

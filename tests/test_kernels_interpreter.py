@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the children start in tests/
     sys.path.insert(0, str(ROOT))
 
-from kernels.testing import (  # noqa: E402
+from mupbench.kernels.testing import (  # noqa: E402
     ATTENTION_CASES,
     CONFIG_CASES,
     RMS_NORM_CASES,
@@ -90,8 +90,8 @@ def _model_errors() -> dict:
     Triton kernels under torch.compile(fullgraph=True) (aot_eager: fake-tensor tracing of forward and backward, then
     the kernels run): the kernels as the model calls them (transposed views, RoPE'd q and k, the fused residual add).
     Relative errors of the logits and of every gradient against the torch kernels, and what ran."""
-    import kernels
-    from harness import ModelConfig, build_model
+    from mupbench import kernels
+    from mupbench import ModelConfig, build_model
 
     cfg = ModelConfig(width=64, depth=1, head_dim=16, kv_heads=2, norm_gains="vector", vocab_size=64)
     tokens = torch.randint(0, cfg.vocab_size, (2, 37), generator=torch.Generator().manual_seed(0))
@@ -118,8 +118,7 @@ def _model_errors() -> dict:
 
 def _checks() -> dict:
     """Refusals and errors that must be loud: 16-bit inputs under the interpreter; double backward."""
-    import kernels
-
+    from mupbench import kernels
     out = {}
     x = torch.randn(4, 32)
     q = torch.randn(1, 2, 8, 16)

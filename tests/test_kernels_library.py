@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-import kernels
-from kernels import configs
+from mupbench import kernels
+from mupbench.kernels import configs
 
 has_triton = importlib.util.find_spec("triton") is not None
 interpreting = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on")
@@ -54,7 +54,7 @@ def test_backend_records_what_ran_per_device():
 @needs_compiler_triton
 def test_grids_stay_within_cuda_limits(monkeypatch):
     """B·H = 70,000 (> 65,535, CUDA's limit on grid axes 1 and 2): every launch's grid is 1-D, below 2³¹."""
-    from kernels import flash_attention, rmsnorm
+    from mupbench.kernels import flash_attention, rmsnorm
 
     grids = []
     monkeypatch.setattr(flash_attention, "launch", lambda kernel, grid, *a, **k: grids.append((kernel, grid)))
@@ -89,7 +89,7 @@ def test_operators_trace_with_fake_tensors():
         loss = o.float().sum() + y.float().sum() + z.sum()
         return (o, y, h, *torch.autograd.grad(loss, (q, k, v, x, r, w)))
 
-    from kernels import flash_attention, rmsnorm  # noqa: F401  (registers the operators)
+    from mupbench.kernels import flash_attention, rmsnorm  # noqa: F401  (registers the operators)
 
     q = torch.randn(2, 5, 4, 16).transpose(1, 2).requires_grad_()  # (B, H, T, D) view of (B, T, H, D), as models do
     k = torch.randn(2, 5, 2, 16).transpose(1, 2).requires_grad_()
@@ -109,7 +109,7 @@ def test_operators_trace_with_fake_tensors():
 
 
 def test_pinned_table_entries_are_candidates_for_their_head_dim():
-    from kernels.pinned import ATTENTION
+    from mupbench.kernels.pinned import ATTENTION
 
     assert ATTENTION, "the pinned table is empty"
     for key, entry in ATTENTION.items():
@@ -129,7 +129,7 @@ def test_configs_come_from_the_table_and_are_recorded(monkeypatch, tmp_path):
     monkeypatch.setattr(configs, "arch", lambda device: "sm90")
     fwd, bwd, source = configs.attention(torch.device("cpu"), 64, torch.bfloat16, True, 1)
     assert source.startswith("predicted") and (fwd, bwd) == configs._from_entry(
-        __import__("kernels.pinned", fromlist=["ATTENTION"]).ATTENTION["sm90/d64/bfloat16/causal/g1"])
+        __import__("mupbench.kernels.pinned", fromlist=["ATTENTION"]).ATTENTION["sm90/d64/bfloat16/causal/g1"])
     assert configs.attention(torch.device("cpu"), 32, torch.float16, False, 3)[2] == "default"
     table = tmp_path / "tuned.json"
     entry = {"fwd": {"block_m": 64, "block_n": 32, "warps": 4, "stages": 3},

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from harness import ModelConfig, build_model
-from harness.errors import UserError
-from harness.optim import schedule
+from mupbench import ModelConfig, build_model
+from mupbench.errors import UserError
+from mupbench.optim import schedule
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from harness import ModelConfig, build_model, build_optimizer
-from harness.model import parameter_roles
-from harness.parameterization import HIDDEN_ROLES, init_std, lr_mult
+from mupbench import ModelConfig, build_model, build_optimizer
+from mupbench.model import parameter_roles
+from mupbench.parameterization import HIDDEN_ROLES, init_std, lr_mult
 
 BASE = 32
 
@@ -225,7 +225,7 @@ def test_muon_update_size_does_not_shrink_with_width():
 
 
 def test_muon_schedules_and_zeroes_both_of_its_optimizers():
-    from harness.optim import set_lr
+    from mupbench.optim import set_lr
 
     model = build_model(cfg(64))
     opt = build_optimizer(model, lr=0.01, optimizer="muon", weight_decay=0.1)

@@ -35,7 +35,7 @@ N_RUNS = 8
 def cluster():
     if ray is None:
         pytest.skip('Ray is not installed: pip install "mupbench[ray]" (CI installs it)')
-    from harness.ray_executor import runtime_env
+    from mupbench.executors.ray import runtime_env
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", runtime_env=runtime_env())
     try:
@@ -46,7 +46,7 @@ def cluster():
 
 def _driver(args, cwd=None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "mupbench.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -97,7 +97,7 @@ def ray_sweep(cluster, tmp_path_factory, corpus_file):
 
 def _cli(capsys, *args):
     """`mupbench ARGS` in this process (cheaper than a subprocess): (exit status, stdout, stderr)."""
-    from harness.cli import main
+    from mupbench.cli import main
 
     capsys.readouterr()
     status = main([str(a) for a in args])
@@ -203,9 +203,9 @@ def test_killed_driver_loses_only_runs_in_flight_and_rerun_trains_the_rest(clust
 def test_training_failure_is_a_stored_result_and_the_corpus_is_put_once(cluster, ray_sweep):
     import dataclasses
 
-    from harness.config import RunSpec
-    from harness.ray_executor import RayExecutor
-    from harness.store import Store
+    from mupbench.config import RunSpec
+    from mupbench.executors.ray import RayExecutor
+    from mupbench.store import Store
 
     out, _, _ = ray_sweep
     store = Store(out)

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.cli import main
-from harness.config import DataSpec, ModelConfig, RunSpec, TrainConfig
-from harness.store import Store
-from reports import junit, results, summary
-from reports.build import write_report
-from reports.sweep import read_coord_check
+from mupbench.cli import main
+from mupbench.config import DataSpec, ModelConfig, RunSpec, TrainConfig
+from mupbench.store import Store
+from mupbench.reports import junit, results, summary
+from mupbench.reports.build import write_report
+from mupbench.reports.sweep import read_coord_check
 
 DATA = DataSpec("synthetic", "5a" * 32, 100_000, 256)
 GRID = [-10.0, -9.0, -8.0, -7.0, -6.0, -5.0, -4.0]
@@ -355,17 +355,22 @@ def test_renders_in_headless_chromium(report, tmp_path):
 
 
 def test_run_writes_the_report_at_the_end(tmp_path, corpus_file, monkeypatch, capsys):
-    import harness.sweep
+    import mupbench.executors
 
-    def fake_sweep(out, specs, **_):  # store results of the right shape instead of training
-        store = Store(out)
-        for spec in specs:
-            loss = 3.0 + 0.1 * (spec.train.log2_lr + 7) ** 2 - 0.1 * math.log2(spec.model.width)
-            store.record(spec, {"status": "ok", "final_val_loss": loss, "wall_s": 1.0,
-                                "curve": [(spec.train.steps, "val", loss)]}, ENV)
-        store.close()
+    class FakeExecutor:  # stores results of the right shape instead of training, inside the real sweep loop
+        def describe(self):
+            return "a fake executor"
 
-    monkeypatch.setattr(harness.sweep, "run_sweep", fake_sweep)
+        def train(self, store, specs, progress=True):
+            for spec in specs:
+                loss = 3.0 + 0.1 * (spec.train.log2_lr + 7) ** 2 - 0.1 * math.log2(spec.model.width)
+                store.record(spec, {"status": "ok", "final_val_loss": loss, "wall_s": 1.0,
+                                    "curve": [(spec.train.steps, "val", loss)]}, ENV)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(mupbench.executors, "make_executor", lambda *a, **k: FakeExecutor())
     out = tmp_path / "micro"
     assert main(["run", "--suite", "smoke", "--preset", "cpu-micro", "--widths", "16,32", "--lrs", "2^-8,2^-7,2^-6",
                  "--seeds", "2", "--data", str(corpus_file), "--out", str(out), "--quiet"]) == 0

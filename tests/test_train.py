@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.config import DataSpec, ModelConfig, RunSpec, TrainConfig
-from harness.data import Batches, load_tokens
-from harness.train import train
+from mupbench.config import DataSpec, ModelConfig, RunSpec, TrainConfig
+from mupbench.data import Batches, load_tokens
+from mupbench.train import train
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +68,8 @@ def test_a_seed_is_a_replica_over_one_held_out_set(tokens):
 
 
 def test_the_run_record_names_the_kernels_and_the_triton_configs_it_ran(monkeypatch):
-    import kernels
-    from harness import train as train_module
+    from mupbench import kernels
+    from mupbench import train as train_module
 
     monkeypatch.setattr(kernels, "configs_used", lambda: {})
     assert train_module._kernels_used(torch.device("cpu")) == "torch"

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.errors import UserError
-from harness.transfer import analyze, analyze_frame, analyze_group, refine_optimum
+from mupbench.errors import UserError
+from mupbench.transfer import analyze, analyze_frame, analyze_group, refine_optimum
 
 GRID = np.arange(-11.0, -3.0)  # 2^-11 … 2^-4
 

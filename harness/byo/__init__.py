@@ -36,7 +36,7 @@ A BYO run in a sweep carries `extra["byo_model"]` (the factory's location, its n
 and the reinit flag); RunSpec.identity() hashes the name, digest and flag, so an edited model file is a new run and the
 same file is the same run from any directory. The digest covers the factory's own file, not the files it imports.
 """
-from harness.byo.groups import (
+from mupbench.byo.groups import (
     HOOK_GROUPS,
     STORE_META_KEY,
     Prepared,
@@ -52,9 +52,9 @@ from harness.byo.groups import (
     uses_hook,
     with_model,
 )
-from harness.byo.loading import ModelSource, call_factory, check_forward, load_factory, resolve, source_from_entry
-from harness.byo.shapes import HOOK_ROLES, KIND_TEXT, TensorInfo, describe, infer, partner_width
-from harness.config import BYO_SPEC_KEY as SPEC_KEY
+from mupbench.byo.loading import ModelSource, call_factory, check_forward, load_factory, resolve, source_from_entry
+from mupbench.byo.shapes import HOOK_ROLES, KIND_TEXT, TensorInfo, describe, infer, partner_width
+from mupbench.config import BYO_SPEC_KEY as SPEC_KEY
 
 __all__ = [
     "HOOK_GROUPS", "HOOK_ROLES", "KIND_TEXT", "SPEC_KEY", "STORE_META_KEY", "ModelSource", "Prepared", "Scale",

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from harness.byo.loading import call_factory, load_factory, source_from_entry
-from harness.byo.shapes import TensorInfo, infer
-from harness.config import BYO_SPEC_KEY as SPEC_KEY
-from harness.errors import UserError
-from harness.parameterization import PARAMETERIZATIONS, rule
+from mupbench.byo.loading import call_factory, load_factory, source_from_entry
+from mupbench.byo.shapes import TensorInfo, infer
+from mupbench.config import BYO_SPEC_KEY as SPEC_KEY
+from mupbench.errors import UserError
+from mupbench.parameterization import PARAMETERIZATIONS, rule
 
 HOOK_GROUPS = "mup_parameter_groups"
 STORE_META_KEY = "byo_model"  # store meta: the model a sweep directory belongs to
@@ -52,8 +52,8 @@ def parameter_groups(model: nn.Module, infos: dict[str, TensorInfo], scale: Scal
                      weight_decay: float = 0.0, weight_decay_mode: str = "coupled", label: str = "model",
                      **table_options) -> list[dict]:
     """Optimizer groups: the model's own (`mup_parameter_groups`, under μP) or the table's by inferred role
-    (`table_options`: harness.optim.parameter_groups' keyword options, e.g. weight_decay_tensors, optimizer)."""
-    from harness.optim import parameter_groups as table_groups
+    (`table_options`: mupbench.optim.parameter_groups' keyword options, e.g. weight_decay_tensors, optimizer)."""
+    from mupbench.optim import parameter_groups as table_groups
 
     if uses_hook(model, scale.parameterization):
         return _hook_groups(model, lr, weight_decay, weight_decay_mode, label)
@@ -96,7 +96,7 @@ def hook_sets_weight_decay(factory, width: int, label: str) -> bool:
 
 
 def _hook_groups(model, lr, weight_decay, weight_decay_mode, label) -> list[dict]:
-    from harness.optim import group_weight_decay
+    from mupbench.optim import group_weight_decay
 
     try:
         groups = getattr(model, HOOK_GROUPS)(lr)

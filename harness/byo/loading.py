@@ -12,8 +12,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from harness.config import BYO_IDENTITY_KEYS
-from harness.errors import UserError
+from mupbench.config import BYO_IDENTITY_KEYS
+from mupbench.errors import UserError
 
 
 @dataclass(frozen=True)

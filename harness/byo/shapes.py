@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from harness.byo.loading import call_factory
-from harness.errors import UserError
-from harness.parameterization import HIDDEN_ROLES, PARAMETERIZATIONS, ROLES
+from mupbench.byo.loading import call_factory
+from mupbench.errors import UserError
+from mupbench.parameterization import HIDDEN_ROLES, PARAMETERIZATIONS, ROLES
 
 HOOK_ROLES = "mup_roles"
 

@@ -16,13 +16,13 @@ import errno
 import signal
 import sys
 
-from harness.cli.args import Parser
-from harness.errors import UserError
+from mupbench.cli.args import Parser
+from mupbench.errors import UserError
 
 
 def commands() -> list:
     """The command modules, imported when the parser is built: inside `main`, where Ctrl-C is handled."""
-    from harness.cli import analyze, bench, coord_check, explain, gate, report, run
+    from mupbench.cli import analyze, bench, coord_check, explain, gate, report, run
 
     return [run, analyze, explain, report, coord_check, gate, bench]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from harness.cli.args import tolerance
-from harness.transfer import DEFAULT_TOLERANCE
-from reports.tables import drift_text, regret_text, scale_header, text_table
+from mupbench.cli.args import tolerance
+from mupbench.transfer import DEFAULT_TOLERANCE
+from mupbench.reports.tables import drift_text, regret_text, scale_header, text_table
 
 
 def add_parser(sub) -> None:
@@ -20,9 +20,9 @@ def add_parser(sub) -> None:
 
 
 def load_verdicts(sweep_dir, delta=None):
-    """The verdicts of a sweep directory (harness.transfer.analyze checks δ)."""
-    from harness.store import Store
-    from harness.transfer import analyze
+    """The verdicts of a sweep directory (mupbench.transfer.analyze checks δ)."""
+    from mupbench.store import Store
+    from mupbench.transfer import analyze
 
     store = Store(sweep_dir)
     runs = store.runs()

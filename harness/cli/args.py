@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import math
 
-from harness.errors import UserError
+from mupbench.errors import UserError
 
 
 class Parser(argparse.ArgumentParser):
@@ -67,8 +67,8 @@ def add_model_arguments(p) -> None:
 def select_entries(args):
     """The suite, the preset (with --widths/--depths/--durations/--lrs applied) and the (ablation, parameterizations) entries a
     `run`-style command asks for."""
-    import ablations
-    from ablations.loader import load_user_ablations
+    from mupbench import ablations
+    from mupbench.ablations.loader import load_user_ablations
 
     load_user_ablations(args.ablations)
     suite = ablations.get_suite(args.suite)

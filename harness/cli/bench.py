@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.cli.args import Parser
-from harness.errors import UserError
-from reports.tables import text_table
+from mupbench.cli.args import Parser
+from mupbench.errors import UserError
+from mupbench.reports.tables import text_table
 
 
 def add_parser(sub) -> None:
@@ -29,16 +29,16 @@ def add_parser(sub) -> None:
 
 
 def cmd_bench_kernels(args) -> int:
-    from kernels.bench import run
+    from mupbench.kernels.bench import run
 
     train_step = None
     if not args.no_train_step:
-        from harness.train_bench import measure_train_step as train_step
+        from mupbench.train_bench import measure_train_step as train_step
     return run(args.out, quick=args.quick, train_step=train_step, graphs=not args.no_graphs)
 
 
 def cmd_bench_tune(args) -> int:
-    from kernels import bench, tune
+    from mupbench.kernels import bench, tune
 
     if args.compile_only:
         rows = tune.compile_report()

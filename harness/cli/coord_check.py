@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from harness import byo
-from harness.cli.args import add_model_arguments, learning_rate, parse_list, positive_int
-from harness.coord_check import (
+from mupbench import byo
+from mupbench.cli.args import add_model_arguments, learning_rate, parse_list, positive_int
+from mupbench.coord_check import (
     BATCH_SIZE,
     DEFAULT_LR,
     DEFAULT_SEEDS,
@@ -28,11 +28,11 @@ from harness.coord_check import (
     worst_failures,
     write,
 )
-from harness.coord_check.depth import DEFAULT_DEPTHS, run_depth_check
-from harness.coord_check.depth import DEFAULT_WIDTH as DEFAULT_DEPTH_WIDTH
-from harness.errors import UserError
-from harness.parameterization import DEPTH_PARAMETERIZATIONS
-from reports.tables import text_table
+from mupbench.coord_check.depth import DEFAULT_DEPTHS, run_depth_check
+from mupbench.coord_check.depth import DEFAULT_WIDTH as DEFAULT_DEPTH_WIDTH
+from mupbench.errors import UserError
+from mupbench.parameterization import DEPTH_PARAMETERIZATIONS
+from mupbench.reports.tables import text_table
 
 DEPTH_RULES = tuple(DEPTH_PARAMETERIZATIONS)
 

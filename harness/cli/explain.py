@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from harness.errors import UserError
-from reports.tables import text_table
+from mupbench.errors import UserError
+from mupbench.reports.tables import text_table
 
 
 def add_parser(sub) -> None:
@@ -22,13 +22,13 @@ def add_parser(sub) -> None:
 
 
 def cmd_explain(args) -> int:
-    import ablations
-    from ablations.suites import apply_changes
-    from harness.config import ModelConfig, TrainConfig
-    from harness.model import build_model, parameter_roles
-    from harness.optim import parameter_groups
-    from harness.parameterization import depth_rule, in_block, init_std, lr_formula, rule
-    from harness.sweep import machine_memory
+    from mupbench import ablations
+    from mupbench.ablations.suites import apply_changes
+    from mupbench.config import ModelConfig, TrainConfig
+    from mupbench.model import build_model, parameter_roles
+    from mupbench.optim import parameter_groups
+    from mupbench.parameterization import depth_rule, in_block, init_std, lr_formula, rule
+    from mupbench.devices import machine_memory
 
     preset = ablations.get_preset(args.preset)
     base = preset.base(args.parameterization)
@@ -95,8 +95,8 @@ def _add_list(sub) -> None:
 
 
 def cmd_list(args) -> int:
-    import ablations
-    from ablations.loader import load_user_ablations
+    from mupbench import ablations
+    from mupbench.ablations.loader import load_user_ablations
 
     load_user_ablations(args.ablations)
     base = ablations.get_preset("cpu-tiny").base("mup")

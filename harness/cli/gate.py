@@ -7,16 +7,16 @@ import math
 import sys
 from pathlib import Path
 
-from harness.cli import run
-from harness.cli.args import Parser, add_model_arguments, tolerance
-from harness.errors import UserError
-from harness.gate import DEFAULT_OPTIMUM_TOLERANCE, GateResult, evaluate, read_baseline
-from harness.transfer import DEFAULT_TOLERANCE
-from reports import junit
-from reports import sweep as sweep_data
-from reports.results import results_document, write_results
-from reports.summary import summary_markdown, write_summary
-from reports.tables import markdown_code, markdown_text, text_table
+from mupbench.cli import run
+from mupbench.cli.args import Parser, add_model_arguments, tolerance
+from mupbench.errors import UserError
+from mupbench.gate import DEFAULT_OPTIMUM_TOLERANCE, GateResult, evaluate, read_baseline
+from mupbench.transfer import DEFAULT_TOLERANCE
+from mupbench.reports import junit
+from mupbench.reports import sweep as sweep_data
+from mupbench.reports.results import results_document, write_results
+from mupbench.reports.summary import summary_markdown, write_summary
+from mupbench.reports.tables import markdown_code, markdown_text, text_table
 
 
 def write_baseline(path: Path, sweep) -> None:

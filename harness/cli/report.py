@@ -1,8 +1,8 @@
 """`mupbench report DIR`: the report of a finished or partial sweep; also written at the end of `mupbench run`."""
 from __future__ import annotations
 
-from harness.cli.args import tolerance
-from harness.transfer import DEFAULT_TOLERANCE
+from mupbench.cli.args import tolerance
+from mupbench.transfer import DEFAULT_TOLERANCE
 
 
 def add_parser(sub) -> None:
@@ -18,8 +18,8 @@ def add_parser(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from harness.sweep import check_writable
-    from reports.build import output_paths, write_report  # plotting libraries load only when a report is written
+    from mupbench.directory import check_writable
+    from mupbench.reports.build import output_paths, write_report  # plotting libraries load only when a report is written
 
     folder = output_paths(args.dir, args.out)["results.json"].parent
     check_writable(folder, "--out" if args.out else "the report directory")  # before the work, not after it

@@ -5,12 +5,12 @@ import math
 import sys
 from pathlib import Path
 
-from harness.cli.analyze import print_verdicts
-from harness.cli.args import add_model_arguments, select_entries, tolerance
-from harness.cli.report import print_paths
-from harness.errors import UserError
-from harness.transfer import DEFAULT_TOLERANCE
-from reports.tables import text_table
+from mupbench.cli.analyze import print_verdicts
+from mupbench.cli.args import add_model_arguments, select_entries, tolerance
+from mupbench.cli.report import print_paths
+from mupbench.errors import UserError
+from mupbench.transfer import DEFAULT_TOLERANCE
+from mupbench.reports.tables import text_table
 
 DEFAULT_GRID_EXTENSION = 2  # grid points `run` may add beyond an edge optimum, per side
 
@@ -63,9 +63,11 @@ def add_parser(sub) -> None:
 
 
 def cmd_run(args) -> int:
-    import ablations
-    from harness import byo, data, sweep
-    from reports.build import write_report
+    from mupbench import ablations
+    from mupbench import byo, data, devices, directory
+    from mupbench.executors import make_executor
+    from mupbench.sweep import run_sweep
+    from mupbench.reports.build import write_report
 
     if args.seeds is not None and args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
@@ -81,43 +83,42 @@ def cmd_run(args) -> int:
     suite, preset, entries = select_entries(args)
     seeds = args.seeds or preset.seeds
     # validates the device before anything is written (a Ray cluster's devices are its own: the executor checks them)
-    plan = sweep.plan_workers(args.device, args.workers) if args.executor == "local" else None
+    plan = devices.plan_workers(args.device, args.workers) if args.executor == "local" else None
     out = Path(args.out or f"runs/{suite.name}-{preset.name}")
-    sweep.check_writable(out)
+    directory.check_writable(out)
     model = byo.resolve(args.model).to_json(args.reinit) if args.model else None
-    sweep.check_directory(out, preset.name, model)
+    directory.check_directory(out, preset.name, model)
     if model is not None:
         entries = _entries_for_model(entries, preset, model)
         _validate_model(model, preset, args)
-    data_spec, tokens = sweep.sweep_data(out, args.data, args.vocab_size, args.data_dtype)
+    data_spec, tokens = data.sweep_data(out, args.data, args.vocab_size, args.data_dtype)
     specs = ablations.plan(entries, preset, data_spec, seeds=1,  # seed 0's grid; the other seeds follow its optima
                            labels={"suite": suite.name, "preset": preset.name})
     if model is not None:
         specs = byo.with_model(specs, model)
     if plan is not None:
-        sweep.check_plan(specs, plan)
-    executor = _executor(args)  # connects to Ray (or says why it cannot) before anything is written
+        devices.check_plan(specs, plan)
+    # connects to Ray (or says why it cannot) before anything is written
+    executor = make_executor(args.executor, args.device, args.workers, args.ray_address)
     # everything above validated the input; from here on we write, holding the directory against a second `run`
     try:
-        with sweep.locked(out):
-            sweep.check_directory(out, preset.name, model)  # another run may have prepared it since we looked
+        with directory.locked(out):
+            directory.check_directory(out, preset.name, model)  # another run may have prepared it since we looked
             if data.stored_spec(out) not in (None, data_spec):
                 raise UserError(f"another `mupbench run` prepared {out} with other data meanwhile: run the command again")
-            sweep.record_sweep(out, tokens, data_spec, preset.name, suite.name, ablation_info(a for a, _ in entries),
+            directory.record_sweep(out, tokens, data_spec, preset.name, suite.name, ablation_info(a for a, _ in entries),
                                seeds)
             try:
-                sweep.run_with_extensions(out, specs, extend, device=args.device, workers=args.workers,
-                                          progress=not args.quiet, on_extend=_print_extensions, seeds=seeds,
-                                          executor=executor, retry_failed=args.retry_failed)
+                run_sweep(out, specs, executor, extend=extend, seeds=seeds, progress=not args.quiet,
+                          retry_failed=args.retry_failed, on_extend=_print_extensions)
             except KeyboardInterrupt:
                 return 130
     finally:
-        if executor is not None:
-            executor.close()
+        executor.close()
     print(f"sweep directory: {out}")
     status = print_verdicts(out, args.tolerance)
     print_paths(write_report(out, None, args.tolerance))
-    counts = sweep.store_counts(out)
+    counts = directory.store_counts(out)
     if not counts["ok"] + counts["diverged"]:
         print(f"mupbench: no run finished ({counts['failed']} failed): see `mupbench status {out}` and the errors "
               "stored with the runs", file=sys.stderr)
@@ -125,19 +126,10 @@ def cmd_run(args) -> int:
     return status
 
 
-def _executor(args):
-    """None for local worker processes; a connected RayExecutor for `--executor ray`."""
-    if args.executor != "ray":
-        return None
-    from harness.ray_executor import RayExecutor
-
-    return RayExecutor(args.ray_address, args.device, args.workers)
-
-
 def _entries_for_model(entries, preset, model: dict):
     """The ablations a user's model can follow: those changing only training (and the parameterization), and no
     weight decay where the model's own optimizer groups fix it."""
-    from harness import byo
+    from mupbench import byo
 
     base = preset.base("mup")
     kept = []
@@ -165,7 +157,7 @@ def _entries_for_model(entries, preset, model: dict):
 def _validate_model(model: dict, preset, args) -> None:
     """The model's shapes at two widths (meta device), and a forward pass at the smallest width mapping (B, T) to
     (B, T, V) with V at least the byte vocabulary (unknown yet for token files) — before anything is written."""
-    from harness import byo
+    from mupbench import byo
 
     source = byo.source_from_entry(model)
     factory = byo.load_factory(source)
@@ -197,7 +189,7 @@ def ablation_info(items) -> dict:
 
 
 def cmd_status(args) -> int:
-    from harness.store import Store
+    from mupbench.store import Store
 
     store = Store(args.dir)
     plan, runs = store.planned(), store.runs()

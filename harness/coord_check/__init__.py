@@ -72,7 +72,7 @@ to fail, and one that passes says the settings cannot tell SP from μP (exit 1).
     check.py    one check end to end and the coord_check.json document (run_check, write)
 Printing the tables is the command line's (harness/cli/coord_check.py).
 """
-from harness.coord_check.check import (
+from mupbench.coord_check.check import (
     DEFAULT_LR,
     DEFAULT_SEEDS,
     DEFAULT_STEPS,
@@ -85,7 +85,7 @@ from harness.coord_check.check import (
     run_check,
     write,
 )
-from harness.coord_check.fit import (
+from mupbench.coord_check.fit import (
     QUANTITY_TEXT,
     AttentionScale,
     Record,
@@ -97,7 +97,7 @@ from harness.coord_check.fit import (
     growth_only,
     worst_failures,
 )
-from harness.coord_check.record import BATCH_SIZE, SEQ_LEN, Recorder, fixed_batch, measure
+from mupbench.coord_check.record import BATCH_SIZE, SEQ_LEN, Recorder, fixed_batch, measure
 
 __all__ = [
     "BATCH_SIZE", "DEFAULT_LR", "DEFAULT_SEEDS", "DEFAULT_STEPS", "DEFAULT_WIDTHS", "FILE_NAME", "QUANTITY_TEXT",

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from harness.coord_check.fit import AttentionScale, Record, Slope, fit_attention_scales, fit_decay, fit_slopes
-from harness.coord_check.record import BATCH_SIZE, SEQ_LEN, fixed_batch, measure
-from harness.store import atomic_write
+from mupbench.coord_check.fit import AttentionScale, Record, Slope, fit_attention_scales, fit_decay, fit_slopes
+from mupbench.coord_check.record import BATCH_SIZE, SEQ_LEN, fixed_batch, measure
+from mupbench.store import atomic_write
 
 SCHEMA = "mupbench.coord_check/2"
 FILE_NAME = "coord_check.json"
@@ -78,9 +78,9 @@ def _finite(x):
 
 
 def _builtin(parameterization: str, base_width: int):
-    from harness.config import ModelConfig
-    from harness.model import build_model
-    from harness.optim import parameter_groups
+    from mupbench.config import ModelConfig
+    from mupbench.model import build_model
+    from mupbench.optim import parameter_groups
 
     def make(width: int, lr: float):
         cfg = ModelConfig(width=width, depth=BUILTIN_DEPTH, head_dim=BUILTIN_HEAD_DIM, base_width=base_width,
@@ -93,7 +93,7 @@ def _builtin(parameterization: str, base_width: int):
 
 
 def _byo(source, parameterization: str, base_width: int, widths: list[int], reinit: bool):
-    from harness import byo
+    from mupbench import byo
 
     factory = byo.load_factory(source)
     infos = byo.infer(factory, widths[0], byo.partner_width(widths[0], widths), source.label)

@@ -30,9 +30,9 @@ from statistics import fmean
 
 import torch
 
-from harness.coord_check.check import DEFAULT_LR, DEFAULT_SEEDS, DEFAULT_STEPS, THRESHOLD, BUILTIN_HEAD_DIM, Check
-from harness.coord_check.fit import Record, fit_slopes
-from harness.coord_check.record import BATCH_SIZE, SEQ_LEN, fixed_batch, measure
+from mupbench.coord_check.check import DEFAULT_LR, DEFAULT_SEEDS, DEFAULT_STEPS, THRESHOLD, BUILTIN_HEAD_DIM, Check
+from mupbench.coord_check.fit import Record, fit_slopes
+from mupbench.coord_check.record import BATCH_SIZE, SEQ_LEN, fixed_batch, measure
 
 DEFAULT_DEPTHS = (2, 4, 8, 16)
 DEFAULT_WIDTH = 64
@@ -67,9 +67,9 @@ def run_depth_check(depth_parameterization: str = "completep", depths=DEFAULT_DE
                     seeds=DEFAULT_SEEDS, parameterization: str = "mup", base_depth: int | None = None) -> Check:
     """The depth coordinate check of one depth rule on the built-in model (μP in width, at `width`). The Check's
     `widths` hold the depths; its records' `width` field the depth."""
-    from harness.config import ModelConfig
-    from harness.model import build_model
-    from harness.optim import parameter_groups
+    from mupbench.config import ModelConfig
+    from mupbench.model import build_model
+    from mupbench.optim import parameter_groups
 
     depths = sorted(depths)
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from harness.errors import UserError
+from mupbench.errors import UserError
 
 # A low-rank batch (few tokens): Adam's update of a layer then acts coherently on the batch's own inputs, so a layer's
 # update ΔW·x keeps its size under μP instead of shrinking as width^-1/2 (see the package docstring for measurements).
@@ -200,7 +200,7 @@ def fixed_batch(vocab_size: int, batch_size: int = BATCH_SIZE, seq_len: int = SE
 def measure(model: nn.Module, groups: list[dict], batch: torch.Tensor, steps: int, lr: float, label: str = "model"):
     """Rows (step, module, size, mean|x|, mean|x − x_0|, mean|ΔW·x| or None) for steps 0..steps — forward on `batch`,
     record, then an AdamW step — and the attention scales seen ({module: (head dim, scale)})."""
-    from harness.optim import build_optimizer
+    from mupbench.optim import build_optimizer
 
     opt = build_optimizer(model, lr, "adamw", groups=groups)
     recorder = Recorder(model)

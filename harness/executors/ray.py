@@ -1,7 +1,7 @@
 """Training a sweep's runs as Ray tasks, on a local Ray instance or a cluster of many GPUs and nodes.
 
 Each run is one task (one GPU on a GPU cluster, one CPU core otherwise) that trains the spec and returns its result
-record (harness.sweep.train_spec, the local workers' logic); it writes nothing. The driver — the process running
+record (mupbench.trainers.train_spec, as a local worker does); it writes nothing. The driver — the process running
 `mupbench run` — is the only writer of the store: it records each result in one transaction as it arrives, so SQLite
 stays on the driver's local disk, killing the driver loses only the runs in flight (Ray ends the job's tasks with it),
 and re-running the same command trains only what is missing.
@@ -16,7 +16,7 @@ local workers. A run whose task is lost more often than that is stored as `faile
 retries it.
 
 WSD duration sweeps do not branch here: the local workers start a family's shorter runs from checkpoints its longest
-run left in the sweep directory (harness.branches), which Ray's nodes do not share. Each run is trained from scratch,
+run left in the sweep directory (mupbench.branches), which Ray's nodes do not share. Each run is trained from scratch,
 with the same result; it takes the time of the whole run rather than of its decay.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ import socket
 import sys
 from pathlib import Path
 
-from harness.config import RunSpec
-from harness.errors import UserError
+from mupbench.config import RunSpec
+from mupbench.errors import UserError
 
 MAX_RETRIES = 3  # infrastructure failures (worker killed, node lost) per run; training failures are never retried
 CONNECT_TIMEOUT_S = 5.0
@@ -57,17 +57,43 @@ def _check_reachable(address: str) -> None:
 
 
 def runtime_env() -> dict:
-    """The job's runtime environment: mupbench's packages a task imports (the training stack), shipped to every node,
-    so the nodes run the driver's code."""
-    import harness
-    import kernels
+    """The job's runtime environment: the package `mupbench` as the driver imports it, shipped to every node, so the
+    nodes run the driver's code."""
+    return {"py_modules": [str(package_folder())]}
 
-    return {"py_modules": [str(Path(m.__file__).parent) for m in (harness, kernels)]}
+
+def package_folder() -> Path:
+    """A folder named `mupbench` holding the whole package: the installed one, or — from a source checkout, where the
+    package's parts are the repository's folders harness/, ablations/, kernels/ and reports/ — a copy assembled once
+    per process in a temporary directory (Ray ships a module under its folder's name)."""
+    import mupbench
+
+    installed = Path(mupbench.__file__).parent
+    if installed.name == "mupbench":
+        return installed
+    global _ASSEMBLED
+    if _ASSEMBLED is None:
+        import importlib.util
+        import shutil
+        import tempfile
+
+        target = Path(tempfile.mkdtemp(prefix="mupbench-ray-")) / "mupbench"
+        skip = shutil.ignore_patterns("__pycache__", "*.pyc", "sweeps", "benchmarks")
+        shutil.copytree(installed, target, ignore=skip)
+        for sub in ("ablations", "kernels", "reports"):  # located, not imported: the executor needs only their files
+            folder = Path(importlib.util.find_spec(f"mupbench.{sub}").origin).parent
+            shutil.copytree(folder, target / sub, ignore=skip)
+        _ASSEMBLED = target
+    return _ASSEMBLED
+
+
+_ASSEMBLED: Path | None = None
 
 
 def _train_task(spec_json: dict, tokens, device: str, threads: int) -> dict:
     """One run on a Ray worker: its result record, with the device's name. Writes nothing."""
-    from harness.sweep import train_spec, use_device
+    from mupbench.devices import use_device
+    from mupbench.trainers import train_spec
 
     name = use_device(device, threads)
     result = train_spec(RunSpec.from_json(spec_json), tokens, device)
@@ -114,7 +140,7 @@ class RayExecutor:
         kwargs = dict(include_dashboard=False, logging_level=logging.WARNING,
                       runtime_env=runtime_env())
         if address is None:
-            from harness.sweep import cpu_cores
+            from mupbench.devices import cpu_cores
 
             kwargs["num_cpus"] = cpu_cores()  # a local instance: this machine's cores, never more
         try:
@@ -138,7 +164,7 @@ class RayExecutor:
             self.owns_ray = False
 
     def _corpus_ref(self, store, digest: str):
-        from harness.data import open_tokens
+        from mupbench.data import open_tokens
 
         if digest not in self._corpus:
             import numpy as np
@@ -148,20 +174,22 @@ class RayExecutor:
 
     def train(self, store, specs: list[RunSpec], progress: bool = True) -> None:
         """Train `specs` (longest first), `workers` tasks in flight, storing each result as it arrives."""
-        from harness.sweep import Progress, environment, run_cost, stopped_message
+        from mupbench.environment import environment
+        from mupbench.plan import Dispatch
+        from mupbench.progress import Progress, stopped_message
 
         ray = import_ray()
         env = environment()
-        costs = {s.run_hash: run_cost(s) for s in specs}
-        bar = Progress(len(specs), sum(costs.values()), min(self.workers or self.slots, self.slots), enabled=progress)
+        dispatch = Dispatch(specs, branching=False)  # the nodes share no checkpoints: every run from scratch
+        costs = dispatch.cost
+        bar = Progress(len(specs), dispatch.total_cost, min(self.workers or self.slots, self.slots), enabled=progress)
         threads = 1  # one core per task (torch's default would use every core of the node)
-        waiting = list(reversed(specs))  # pop() takes the longest first
         running: dict = {}
         cap = self.workers or len(specs)
         try:
-            while waiting or running:
-                while waiting and len(running) < cap:
-                    spec = waiting.pop()
+            while dispatch.pending or running:
+                while dispatch.pending and len(running) < cap:
+                    spec = dispatch.next(set())
                     tokens = self._corpus_ref(store, spec.data.sha256)
                     running[self._remote.remote(spec.to_json(), tokens, self.device, threads)] = spec
                 done, _ = ray.wait(list(running), num_returns=1)
