@@ -53,10 +53,10 @@ def resolve(spec: str) -> ModelSource:
         path = Path(target).expanduser().resolve()
         if not path.is_file():
             raise UserError(f"--model: model file {target} does not exist")
-        module = _import_file(path, spec)
+        module = import_file(path, spec)
         source = ModelSource(spec, attr, str(path), None, _digest(path))
     else:
-        module = _import_module(target, spec)
+        module = import_module(target, spec)
         file = getattr(module, "__file__", None)
         if not file:
             raise UserError(f"--model: module {target!r} has no source file to identify it by")
@@ -66,7 +66,7 @@ def resolve(spec: str) -> ModelSource:
     return source
 
 
-def _import_file(path: Path, spec: str):
+def import_file(path: Path, spec: str, option: str = "--model"):
     name = f"mupbench_model_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
     if name in sys.modules and getattr(sys.modules[name], "__mupbench_sha256__", None) == _digest(path):
         return sys.modules[name]
@@ -79,25 +79,25 @@ def _import_file(path: Path, spec: str):
         module_spec.loader.exec_module(module)
     except (Exception, SystemExit) as e:  # user code: an exception or an exit is one line
         sys.modules.pop(name, None)
-        raise UserError(f"--model {spec}: importing {path} failed: {type(e).__name__}: {e}") from None
+        raise UserError(f"{option} {spec}: importing {path} failed: {type(e).__name__}: {e}") from None
     module.__mupbench_sha256__ = _digest(path)
     return module
 
 
-def _import_module(name: str, spec: str):
+def import_module(name: str, spec: str, option: str = "--model"):
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError:
         if str(Path.cwd()) not in sys.path:  # like `python -m`: the current directory is importable
             sys.path.insert(0, str(Path.cwd()))
-            return _import_module(name, spec)
-        raise UserError(f"--model {spec}: cannot import {name!r}: pass a file path or fix PYTHONPATH") from None
+            return import_module(name, spec, option)
+        raise UserError(f"{option} {spec}: cannot import {name!r}: pass a file path or fix PYTHONPATH") from None
     except (Exception, SystemExit) as e:  # user code: an exception or an exit is one line
-        raise UserError(f"--model {spec}: importing {name} failed: {type(e).__name__}: {e}") from None
+        raise UserError(f"{option} {spec}: importing {name} failed: {type(e).__name__}: {e}") from None
 
 
 def load_factory(source: ModelSource) -> Callable[[int], nn.Module]:
-    module = _import_module(source.module, source.spec) if source.module else _import_file(Path(source.file), source.spec)
+    module = import_module(source.module, source.spec) if source.module else import_file(Path(source.file), source.spec)
     return getattr(module, source.attr)
 
 
