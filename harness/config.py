@@ -6,6 +6,7 @@ the same run, and a finished run is never trained twice.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -297,7 +298,7 @@ class RunSpec:
             out["model_source"] = {k: entry[k] for k in BYO_IDENTITY_KEYS}
         return out
 
-    @property
+    @functools.cached_property  # a spec is frozen; the planner asks for its hash many times per round
     def run_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
