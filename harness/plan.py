@@ -82,13 +82,63 @@ class Dispatch:
         return None
 
 
-def next_round(specs: list[RunSpec], runs: pd.DataFrame, seeds: int, extend: bool) -> tuple[list[RunSpec], list[RunSpec]]:
+def next_round(specs: list[RunSpec], runs, seeds: int, extend: bool, max_seeds: int | None = None,
+               tolerance: float | None = None) -> tuple[list[RunSpec], list[RunSpec]]:
     """What the stored `runs` ask for beyond `specs`: (grid extensions — only when `extend`, none already in `specs` —,
-    the seed-neighbourhood runs not yet in `specs`). Both empty: the sweep is complete."""
-    more = grid_extensions(specs, runs) if extend else []
+    the seed-neighbourhood runs not yet in `specs`, sequential seeds included). Both empty: the sweep is complete.
+
+    Sequential seeds: a group (ablation, parameterization) whose runs are all finished, that asks for nothing more, and
+    whose verdict (at δ = `tolerance`) is `inconclusive` for noise gets one more seed on its neighbourhoods, up to
+    `max_seeds` seeds (None: `seeds`, no sequential seeds)."""
+    loss = finished_losses(runs)
+    more = grid_extensions(specs, loss) if extend else []
     known = {s.run_hash for s in specs} | {s.run_hash for s in more}
-    near = [s for s in seed_neighbourhoods(specs + more, runs, seeds) if s.run_hash not in known]
+    counts = seed_counts(specs + more, loss, seeds, max_seeds, tolerance)
+    near = [s for s in seed_neighbourhoods(specs + more, loss, counts) if s.run_hash not in known]
     return more, list({s.run_hash: s for s in near}.values())
+
+
+def finished_losses(runs) -> dict[str, float]:
+    """run hash → final loss (inf: diverged) of the finished runs of the store's table (Store.runs()); a mapping of
+    that form is returned as it is."""
+    if isinstance(runs, dict):
+        return runs
+    done = runs[runs["status"].isin(["ok", "diverged"])]
+    return dict(zip(done["run_hash"], done["final_val_loss"].astype(float)))
+
+
+def seed_counts(specs: list[RunSpec], loss: dict[str, float], seeds: int, max_seeds: int | None,
+                tolerance: float | None) -> dict[tuple[str, str], int]:
+    """Seeds per group (ablation, parameterization): `seeds`, or one more than the highest seed the group has planned
+    (a sequential seed, re-derived on resume), or one more again when the group is settled (every run finished,
+    nothing more asked for) and its verdict is `inconclusive` for noise, up to `max_seeds`."""
+    out = {}
+    for key, group in _groups(specs).items():
+        n = max(seeds, 1 + max(s.train.seed for s in group))
+        out[key] = n
+        if max_seeds is None or n >= max_seeds or not all(s.run_hash in loss for s in group):
+            continue
+        hashes = {s.run_hash for s in group}
+        if any(s.run_hash not in hashes for s in seed_neighbourhoods(group, loss, n)):
+            continue  # the neighbourhoods still ask for runs
+        if noise_limited(group, loss, tolerance):
+            out[key] = n + 1
+    return out
+
+
+def noise_limited(group: list[RunSpec], loss: dict[str, float], tolerance: float | None) -> bool:
+    """Whether the group's verdict from its finished runs is `inconclusive` because the noise is as large as the
+    effect (more seeds may decide it), not for an edge optimum, divergence or a regret above noise."""
+    from mupbench.transfer import NOISE_REASON, analyze_group
+
+    rows = [{"ablation": s.ablation, "parameterization": s.model.parameterization, "scale": _scale(s),
+             "log2_lr": _lr_key(s), "seed": s.train.seed, "final_val_loss": loss[s.run_hash]}
+            for s in group if s.run_hash in loss]
+    if not rows:
+        return False
+    frame = pd.DataFrame(rows)
+    v = analyze_group(rows[0]["ablation"], rows[0]["parameterization"], frame, tolerance, axis="scale")
+    return v.verdict == "inconclusive" and v.reason.startswith(NOISE_REASON)
 
 
 MAX_LOG2_LR = 0.0  # a grid is never extended past LR 1
@@ -122,10 +172,10 @@ def coarse_seeds(group: list[RunSpec]) -> set[int]:
     return {seed for seed in {k for k, _ in have} if all(have.get((seed, w)) == grid for w in widths)}
 
 
-def _best(means: pd.Series) -> float | None:
-    """The log2 LR (the index) of the lowest finite mean loss; None when every point diverged."""
-    finite = means[means < math.inf]
-    return float(finite.idxmin()) if len(finite) else None
+def _best(means: dict[float, float]) -> float | None:
+    """The log2 LR (key) of the lowest finite mean loss (the lowest LR of a tie); None when every point diverged."""
+    finite = sorted((x, m) for x, m in means.items() if m < math.inf)
+    return min(finite, key=lambda p: p[1])[0] if finite else None
 
 
 def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
@@ -136,28 +186,33 @@ def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
     over every seed at the LRs all of them ran there (at least MIN_COMMON_LRS: a neighbourhood, whose seeds may prefer
     the edge although seed 0 did not) — the runs one grid step further out, for every spec at that edge: every scale,
     and every seed that has the edge point, so the scales keep one shared grid. `runs` is the store's table
-    (Store.runs()); only the runs of `specs` count, so a resumed sweep re-derives the same extensions, round by round,
-    and finds them stored.
+    (Store.runs()) or finished_losses of it; only the runs of `specs` count, so a resumed sweep re-derives the same
+    extensions, round by round, and finds them stored.
     """
     from mupbench.transfer import grid_step
 
+    loss = finished_losses(runs)
     out = []
-    finished = runs[runs["status"].isin(["ok", "diverged"])]
     for group in _groups(specs).values():
-        hashes = {s.run_hash for s in group}
         coarse = coarse_seeds(group)
-        done = finished[finished["run_hash"].isin(hashes)]
-        grid = sorted({math.log2(s.train.lr) for s in group})
-        if len(grid) < 2 or done.empty:
+        grid = sorted({_lr_key(s) for s in group})
+        done: dict[int, dict[int, dict[float, float]]] = {}  # scale → seed → LR → loss
+        for s in group:
+            if s.run_hash in loss:
+                done.setdefault(_scale(s), {}).setdefault(s.train.seed, {})[_lr_key(s)] = loss[s.run_hash]
+        if len(grid) < 2 or not done:
             continue
         step = grid_step(grid)
         ends = set()
-        scale_of = {s.run_hash: _scale(s) for s in group}
-        for _, table in done.groupby(done["run_hash"].map(scale_of)):
-            bests = [_best(table[table["seed"].isin(coarse)].groupby("log2_lr")["final_val_loss"].mean())]
-            common = table.pivot_table(index="seed", columns="log2_lr", values="final_val_loss").dropna(axis=1)
-            if common.shape[1] >= MIN_COMMON_LRS:
-                bests.append(_best(common.mean(axis=0)))
+        for by_seed in done.values():
+            coarse_points: dict[float, list[float]] = {}
+            for seed in coarse & set(by_seed):
+                for x, v in by_seed[seed].items():
+                    coarse_points.setdefault(x, []).append(v)
+            bests = [_best({x: float(np.mean(v)) for x, v in coarse_points.items()})]
+            common = set.intersection(*(set(c) for c in by_seed.values()))
+            if len(common) >= MIN_COMMON_LRS:
+                bests.append(_best({x: float(np.mean([c[x] for c in by_seed.values()])) for x in common}))
             for best in bests:  # None: every LR diverged at this scale, no optimum to chase
                 if best is not None and math.isclose(best, grid[0]):
                     ends.add((grid[0], -step))
@@ -167,50 +222,58 @@ def grid_extensions(specs: list[RunSpec], runs) -> list[RunSpec]:
             if edge + delta > MAX_LOG2_LR:
                 continue
             for s in group:
-                if math.isclose(math.log2(s.train.lr), edge):
+                if math.isclose(_lr_key(s), edge):
                     out.append(dataclasses.replace(s, train=dataclasses.replace(s.train, lr=2.0 ** (edge + delta))))
     return out
 
 
-def seed_neighbourhoods(specs: list[RunSpec], runs, seeds: int) -> list[RunSpec]:
+NEIGHBOURHOOD_RADIUS = 1  # grid steps either side of the coarse seeds' best LR that seeds 1… run (see calibration)
+
+
+def seed_neighbourhoods(specs: list[RunSpec], runs, seeds, radius: int | None = None) -> list[RunSpec]:
     """The runs of seeds 1…seeds-1 that the adaptive grid asks for, given what is stored.
 
-    Per (ablation, parameterization) and scale (width, depth or duration): the grid points within one step of the
-    coarse seeds' best LR; once
-    all of them are finished, while the best mean loss over every seed sits on the neighbourhood's edge (and the grid
-    goes further), one more point on that side. Derived from the stored runs alone, so a resumed sweep asks for the
-    same runs. Returns every neighbourhood run so far, stored or not.
+    Per (ablation, parameterization) and scale (width, depth or duration): the grid points within `radius` steps
+    (default NEIGHBOURHOOD_RADIUS) of the coarse seeds' best LR; once all of them are finished, while the best mean
+    loss over every seed sits on the neighbourhood's edge (and the grid goes further), one more point on that side.
+    `seeds`: a number, or one per group (seed_counts). `runs`: the store's table or finished_losses of it. Derived from
+    the stored runs alone, so a resumed sweep asks for the same runs. Returns every neighbourhood run so far, stored
+    or not.
     """
     from mupbench.transfer import grid_step
 
+    radius = NEIGHBOURHOOD_RADIUS if radius is None else radius
     out: dict[str, RunSpec] = {}
-    finished = runs[runs["status"].isin(["ok", "diverged"])]
-    loss = dict(zip(finished["run_hash"], finished["final_val_loss"].astype(float)))
-    for group in _groups(specs).values():
+    loss = finished_losses(runs)
+    for key, group in _groups(specs).items():
         coarse = coarse_seeds(group)
-        others = [k for k in range(seeds) if k not in coarse]
+        n = seeds if isinstance(seeds, int) else seeds.get(key, 1)
+        others = [k for k in range(n) if k not in coarse]
         if not coarse or not others:
             continue
         grid = sorted({_lr_key(s) for s in group})
         step = grid_step(grid)
         by_width: dict[int, dict[float, list[RunSpec]]] = {}
+        planned = {(_scale(s), _lr_key(s), s.train.seed): s for s in group}  # reused: their hashes are known
         for s in group:
             if s.train.seed in coarse:
                 by_width.setdefault(_scale(s), {}).setdefault(_lr_key(s), []).append(s)
         for width, at in by_width.items():
             template = {x: min(ss, key=lambda s: s.train.seed) for x, ss in at.items()}
-            coarse_means = pd.Series({x: _mean([loss.get(s.run_hash) for s in ss]) for x, ss in at.items()})
-            centre = _best(coarse_means.dropna())
-            if centre is None or coarse_means.isna().any():
-                continue  # the coarse seeds are not done at this width yet, or every LR diverged
-            hood = [x for x in grid if abs(x - centre) <= step * 1.001]
+            coarse_means = {x: _mean([loss.get(s.run_hash) for s in ss]) for x, ss in at.items()}
+            if any(math.isnan(m) for m in coarse_means.values()):
+                continue  # the coarse seeds are not done at this width yet
+            centre = _best(coarse_means)
+            if centre is None:
+                continue  # every LR diverged
+            hood = [x for x in grid if abs(x - centre) <= step * (radius + 0.001)]
             while True:
-                wanted = {x: [dataclasses.replace(template[x], train=dataclasses.replace(template[x].train, seed=k))
-                              for k in others] for x in hood}
+                wanted = {x: [planned.get((width, x, k)) or dataclasses.replace(
+                    template[x], train=dataclasses.replace(template[x].train, seed=k)) for k in others] for x in hood}
                 for ss in wanted.values():
                     out.update((s.run_hash, s) for s in ss)
-                means = pd.Series({x: _mean([loss.get(s.run_hash) for s in ss + at[x]]) for x, ss in wanted.items()})
-                if means.isna().any():
+                means = {x: _mean([loss.get(s.run_hash) for s in ss + at[x]]) for x, ss in wanted.items()}
+                if any(math.isnan(m) for m in means.values()):
                     break  # wait for these runs
                 best = _best(means)
                 i = grid.index(hood[0]) if best is not None else -1

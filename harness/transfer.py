@@ -77,6 +77,7 @@ CONFIDENCE = 0.90
 MIN_FINITE_POINTS = 2  # finite points of a width's seed-mean curve below which it counts as diverged
 EXACT_BOOTSTRAP_MAX_SEEDS = 8  # up to this many seeds every resample is enumerated; above, RANDOM_RESAMPLES drawn
 RANDOM_RESAMPLES = 2000
+NOISE_REASON = "noise as large as the effect"  # how an inconclusive verdict that more seeds may decide begins
 
 # Seed noise measured on a real cpu-tiny sweep (see the module docstring): loss(seed, LR) = f(LR) + offset(seed) + e;
 # the calibration tests generate synthetic sweeps with it.
@@ -343,14 +344,22 @@ class _Scale:
 
 
 def _scale_tables(runs: pd.DataFrame, seeds: list, group_grid: np.ndarray, axis: str) -> list[_Scale]:
+    seed_row = {s: i for i, s in enumerate(seeds)}
     out = []
     for scale, table in runs.groupby(axis):
-        pivot = table.pivot_table(index="seed", columns="log2_lr", values="final_val_loss", aggfunc="mean")
-        pivot = pivot.reindex(index=seeds)
-        covered = pivot.notna().sum(axis=1).max()
-        grid = np.array(sorted(pivot.columns[pivot.notna().all(axis=0)]), dtype=float)
-        out.append(_Scale(int(scale), grid, pivot[grid].to_numpy(dtype=float), int(len(group_grid) - covered),
-                          len(group_grid), np.array(pivot.columns, dtype=float), pivot.to_numpy(dtype=float)))
+        lrs = np.array(sorted(table["log2_lr"].unique()), dtype=float)
+        # seeds × LRs, the mean of repeated runs of a point (NaN: not run)
+        total, count = np.zeros((len(seeds), len(lrs))), np.zeros((len(seeds), len(lrs)))
+        rows = table["seed"].map(seed_row).to_numpy()
+        cols = np.searchsorted(lrs, table["log2_lr"].to_numpy(dtype=float))
+        np.add.at(total, (rows, cols), table["final_val_loss"].to_numpy(dtype=float))
+        np.add.at(count, (rows, cols), 1.0)
+        with np.errstate(invalid="ignore"):
+            pivot = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        ran = ~np.isnan(pivot)
+        every = ran.all(axis=0)
+        out.append(_Scale(int(scale), lrs[every], pivot[:, every], int(len(group_grid) - ran.sum(axis=1).max()),
+                          len(group_grid), lrs, pivot))
     return out
 
 
@@ -442,7 +451,7 @@ def _fill(v: Verdict, j: Judgement, tables: list[_Scale], group_grid: np.ndarray
 def _reason(v: Verdict) -> str:
     d, tol = v.drift_per_doubling, v.tolerance
     if v.drift_interval is None:
-        return "noise as large as the effect: the bootstrap found no optimum in some resamples; add seeds"
+        return f"{NOISE_REASON}: the bootstrap found no optimum in some resamples; add seeds"
     lo, hi = v.drift_interval
     per = "doubling of the training tokens" if v.axis == "tokens" else f"{v.axis} doubling"
     stated = f"drift {d:+.2f} per {per}, 90% interval [{lo:+.2f}, {hi:+.2f}], δ = {tol:g}"
@@ -457,7 +466,7 @@ def _reason(v: Verdict) -> str:
         return f"{stated}: the interval excludes 0 and |drift| > δ"
     if -tol <= lo and hi <= tol:
         return f"regret above noise: {v.transfer_regret:.3f} nats at {where} although the {stated} lies within ±δ"
-    return f"noise as large as the effect: {stated}; detectable drift ≈ {v.min_detectable_drift:.2f}: add seeds"
+    return f"{NOISE_REASON}: {stated}; detectable drift ≈ {v.min_detectable_drift:.2f}: add seeds"
 
 
 # --- entry points ------------------------------------------------------------------------------------------------------
