@@ -20,7 +20,7 @@ the same rules as to the built-in one; nothing is duplicated here. wm = width / 
     shapes.py    which role each parameter takes (infer)
     groups.py    initialisation, optimizer groups, run specs that carry the model (prepare, with_model)
 
-Three ways a model can say more (documented in the README, "Gate your own training repo"):
+Three ways a model can say more (documented in docs/your-model.md):
 
 * `model.mup_parameter_groups(lr) -> list[dict]`: the model's own optimizer groups (torch param-group dicts with
   "params" and "lr", optionally "weight_decay") for base rate `lr`. Used as given under μP — this is how a team tests
