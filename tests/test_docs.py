@@ -1,6 +1,6 @@
 """The documentation cannot drift from the code unnoticed: every `mupbench …` command line quoted in README.md and
-docs/*.md parses with the real command-line parser, every relative link (file and #anchor) resolves, and the test
-command README states is the one CI runs.
+docs/*.md parses with the real command-line parser, every `--option` they name exists, every relative link (file and
+#anchor) resolves, and the test command README states is the one CI runs.
 
 Commands are checked at `--help` level: the argv goes through `mupbench.cli.build_parser().parse_args`, which knows
 every command, option, choice and number type, and nothing runs (no training, no file access). Quoted synopses are
@@ -9,6 +9,7 @@ are alternatives (each checked), and placeholders (`DIR`, `W`, `<file>`, `δ`, `
 """
 from __future__ import annotations
 
+import argparse
 import itertools
 import re
 import shlex
@@ -174,6 +175,30 @@ def parse_errors(command: str) -> list[str]:
     return errors
 
 
+# --- options mentioned in prose ---------------------------------------------------------------------------------------
+# Flags of the other tools the pages quote: pip, Ray, Slurm, Docker, scripts/gpu-check.
+OTHER_TOOLS_FLAGS = {"--no-deps", "--head", "--port", "--address", "--num-gpus", "--num-cpus", "--block",
+                     "--node-ip-address", "--ip-address", "--nodes", "--ntasks", "--ntasks-per-node", "--gpus-per-node",
+                     "--cpus-per-task", "--exclusive", "--time", "--shm-size", "--only"}
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def mupbench_flags() -> set[str]:
+    flags, parsers = set(), [build_parser()]
+    while parsers:
+        parser = parsers.pop()
+        for action in parser._actions:
+            flags.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += action.choices.values()
+    return flags
+
+
+def unknown_flags(text: str) -> set[str]:
+    """Options a page names (`--steps N` in a sentence, too) that no mupbench command has: renamed or removed ones."""
+    return set(FLAG.findall(text)) - mupbench_flags() - OTHER_TOOLS_FLAGS
+
+
 # --- links -----------------------------------------------------------------------------------------------------------
 def slug(heading: str) -> str:
     """GitHub's anchor for a heading: inline markup dropped, lower case, punctuation removed, spaces → hyphens."""
@@ -236,6 +261,15 @@ def test_every_quoted_command_parses(page, command):
 @pytest.mark.parametrize("page", LINKED_PAGES, ids=[p.relative_to(ROOT).as_posix() for p in LINKED_PAGES])
 def test_every_relative_link_resolves(page):
     assert broken_links(page) == []
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
+def test_every_option_named_exists(page):
+    assert unknown_flags(page.read_text()) == set()
+
+
+def test_the_checker_finds_a_planted_unknown_option():
+    assert unknown_flags("run with `--seeds 3`, `--steps 30` and --frobnicate; `ray start --head`") == {"--frobnicate"}
 
 
 def test_readme_links_every_docs_page():
