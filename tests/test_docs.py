@@ -88,7 +88,10 @@ def _shell_commands(line: str) -> list[str]:
         return []
     lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
     lexer.whitespace_split, lexer.commenters = True, "#"
-    words = list(lexer)
+    try:
+        words = list(lexer)
+    except ValueError:  # unbalanced quotes: reported by parse_errors, which cannot split it either
+        return [line]
     segments, current = [], []
     for w in words + [";"]:
         if w and set(w) <= set(";&|"):
@@ -317,6 +320,8 @@ def test_the_checker_finds_planted_bad_commands():
                      "mupbench explain --width W [--parameterization mup|sp] [--depth L]",
                      "mupbench explain --width wide", "python -m mupbench.cli list"]
     bad = {c for c in found if parse_errors(c)}
+    assert commands("```bash\nmupbench run --out 'unclosed\n```\n") == ["mupbench run --out 'unclosed"]
+    assert parse_errors("mupbench run --out 'unclosed")
     assert bad == {"mupbench run --no-such-option", "mupbench frobnicate", "mupbench explain --width wide"}
 
 
