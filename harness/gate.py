@@ -128,8 +128,13 @@ def judge_verdict(entry: dict, base: dict | None, optimum_tolerance: float) -> C
         case.add("regression", f"{runs['failed']} run(s) crashed (status failed): `mupbench status` and the store's "
                                "error column say why")
     if not complete:
-        case.add("warning", f"sweep incomplete: {runs.get('finished', '?')}/{runs.get('planned', '?')} runs finished; "
-                            f"so far {observed}")
+        finished, planned = runs.get("finished", 0), runs.get("planned", 0)
+        if finished < planned:
+            case.add("warning", f"sweep incomplete: {finished}/{planned} runs finished; so far {observed}")
+        else:
+            case.add("warning", f"sweep incomplete: the {planned} runs planned so far finished, but the verdict has "
+                                f"{entry.get('n_seeds', '?')} seed(s) of the sweep's: run the same command again to "
+                                f"train the other seeds; so far {observed}")
     if observed == "inconclusive":
         case.add("warning", f"inconclusive: {reason}")
     elif expected == "transfers" and observed == "shifts":

@@ -93,7 +93,7 @@ def with_axes(df: pd.DataFrame) -> pd.DataFrame:
     """Add the columns the other scaling axes need, read from each run's spec: depth, steps, tokens (steps × tokens
     per step), axis (the axis the run was planned on; width for runs planned before there were others) and scale (the
     run's value on that axis)."""
-    specs = [json.loads(text) for text in df["spec"]] if len(df) else []
+    specs = [stored_spec(text, h) for text, h in zip(df["spec"], df["run_hash"])] if len(df) else []
     df["depth"] = pd.Series([s["model"]["depth"] for s in specs], index=df.index, dtype="int64")
     df["steps"] = pd.Series([s["train"]["steps"] for s in specs], index=df.index, dtype="int64")
     df["tokens"] = pd.Series([s["train"]["steps"] * s["train"]["batch_size"] * s["train"]["seq_len"] for s in specs],
@@ -101,6 +101,43 @@ def with_axes(df: pd.DataFrame) -> pd.DataFrame:
     df["axis"] = pd.Series([s.get("extra", {}).get(AXIS_KEY, "width") for s in specs], index=df.index, dtype="object")
     df["scale"] = pd.Series([int(df.at[i, a]) for i, a in zip(df.index, df["axis"])], index=df.index, dtype="int64")
     return df
+
+
+def damaged_content(what: str, why: str) -> UserError:
+    return UserError(f"{what} in the store is damaged ({why}): use a new --out directory, or the mupbench version "
+                     "that wrote it")
+
+
+_INT_FIELDS = {"model": ("width", "depth"), "train": ("steps", "batch_size", "seq_len", "seed")}
+
+
+def stored_spec(text, run_hash: str) -> dict:
+    """A stored run spec (JSON text) as a dict, checked for the fields the analysis reads; UserError when it is not."""
+    try:
+        spec = json.loads(text)
+    except (TypeError, ValueError) as e:
+        raise damaged_content(f"the spec of run {run_hash}", f"not JSON: {e}") from None
+    ok = isinstance(spec, dict) and all(isinstance(spec.get(k), dict) for k in ("model", "train", "data"))
+    ok = ok and isinstance(spec.get("extra", {}), dict) and all(
+        isinstance(spec[section].get(f), int) and not isinstance(spec[section].get(f), bool)
+        for section, fields in _INT_FIELDS.items() for f in fields)
+    if not ok:
+        raise damaged_content(f"the spec of run {run_hash}", "not a mupbench run spec")
+    return spec
+
+
+def _is_ablation_info(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items())
+
+
+# The shape of each meta value the harness reads; a value of another shape is damage, reported in one line.
+META_SHAPES = {
+    "ablation_info": (_is_ablation_info, "a mapping of ablation names to descriptions"),
+    "suites": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of suite names"),
+    "preset": (lambda v: v is None or isinstance(v, str), "a preset name"),
+    "seeds": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"),
+    "created_at": (lambda v: v is None or isinstance(v, (int, float)) and not isinstance(v, bool), "a time"),
+}
 
 
 def store_error(path: Path, e: sqlite3.Error) -> UserError:
@@ -213,7 +250,16 @@ class Store:
     @_guarded
     def get_meta(self, key: str, default=None):
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+        if not row:
+            return default
+        try:
+            value = json.loads(row[0])
+        except (TypeError, ValueError) as e:
+            raise damaged_content(f"the setting {key!r}", f"not JSON: {e}") from None
+        check, shape = META_SHAPES.get(key, (None, None))
+        if check is not None and not check(value):
+            raise damaged_content(f"the setting {key!r}", f"not {shape}")
+        return value
 
     @_guarded
     def set_meta(self, key: str, value) -> None:

@@ -74,7 +74,7 @@ class SweepData:
         runs = self.runs
         versions: dict[str, list[str]] = {}
         for text in runs["versions"].dropna().unique():
-            for package, version in json.loads(text).items():
+            for package, version in _versions(text).items():
                 versions.setdefault(package, [])
                 if str(version) not in versions[package]:
                     versions[package].append(str(version))
@@ -102,6 +102,15 @@ class SweepData:
     def corpus(self) -> dict | None:
         specs = list(self.plan["spec"][:1]) or list(self.runs["spec"][:1])
         return json.loads(specs[0])["data"] if specs else None
+
+
+def _versions(text: str) -> dict:
+    """A run's stored package versions (informational: unreadable ones are left out, not fatal)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -161,10 +170,39 @@ def read_coord_check(sweep_dir: Path) -> tuple[dict | None, str | None]:
         return None, f"{path} is not readable JSON ({e})"
     if not isinstance(doc, dict) or doc.get("schema") not in COORD_CHECK_SCHEMAS or not isinstance(doc.get("checks"), list):
         return None, f"{path} is not a {COORD_CHECK_SCHEMA} document"
-    for check in doc["checks"]:
+    for i, check in enumerate(doc["checks"]):
         if not isinstance(check, dict) or not isinstance(check.get("records"), list):
             return None, f"{path}: every check needs a list of records"
+        problem = _check_problem(check)
+        if problem:
+            return None, f"{path}: checks[{i}] {problem}"
     return doc, None
+
+
+def _number(value, none: bool = True) -> bool:
+    return (value is None and none) or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _check_problem(check: dict) -> str | None:
+    """What is wrong with one check of a coord_check.json (the fields the gate and the report read), or None."""
+    for key in ("label", "parameterization"):
+        if not isinstance(check.get(key), str):
+            return f"needs a string {key!r}"
+    if not isinstance(check.get("passed"), bool):
+        return "needs 'passed': true or false"
+    if check.get("expected", "pass") not in ("pass", "fail"):
+        return "'expected' must be pass or fail"
+    if not _number(check.get("threshold")):
+        return "'threshold' must be a number"
+    slopes = check.get("slopes", [])
+    if not isinstance(slopes, list) or not all(isinstance(s, dict) for s in slopes):
+        return "'slopes' must be a list of objects"
+    for j, s in enumerate(slopes):
+        if not (_number(s.get("slope")) and _number(s.get("stderr")) and isinstance(s.get("passed", True), bool)
+                and isinstance(s.get("step", 0), int) and isinstance(s.get("seeds") or [], list)
+                and all(_number(x) for x in s.get("seeds") or [])):
+            return f"slopes[{j}]: 'slope', 'stderr' and 'seeds' must be numbers, 'passed' true or false"
+    return None
 
 
 def load(sweep_dir: str | Path, tolerance: float | None = None) -> SweepData:

@@ -7,6 +7,7 @@ of a tiny user model. Mount-based cases (tmpfs, read-only bind) need root and sk
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import signal
@@ -32,7 +33,7 @@ from mupbench.errors import UserError
 from mupbench.store import Store
 
 MICRO = ["--preset", "cpu-micro", "--quiet"]
-TINY_SWEEP = ["--suite", "pr", "--ablation", "baseline", "--widths", "16", "--lrs", "2^-6,2^-5", "--workers", "1"]
+TINY_SWEEP = ["--suite", "pr", "--ablation", "baseline", "--widths", "8,16", "--lrs", "2^-6,2^-5", "--workers", "1"]
 
 
 def one_line_error(capsys) -> str:
@@ -91,7 +92,7 @@ CASES = {  # name: (argv after `run`, a fragment of the message)
     "lr zero": (["--lrs", "0"], "must be > 0"),
     "negative tolerance": (["--tolerance", "-1"], "--tolerance"),
     "infinite tolerance": (["--tolerance", "inf"], "--tolerance"),
-    "huge width": (["--widths", "1000000"], "GiB"),
+    "huge width": (["--widths", "16,1000000"], "GiB"),
     "zero seeds": (["--seeds", "0"], "--seeds"),
     "device zero": (["--data", "/dev/zero"], "not a regular file"),
     "short text": (["--data", "{d}/short.txt"], "train/validation split"),
@@ -363,3 +364,109 @@ def test_ctrl_c_is_exit_130_without_a_traceback(delay, tmp_path):
         assert err.strip().endswith("mupbench: interrupted")
     assert not [p for p in (d / "report").glob(".*.tmp")] if (d / "report").exists() else True
     json.loads((d / "report" / "results.json").read_text()) if (d / "report" / "results.json").exists() else None
+
+
+# --- exit codes: 3 for what nobody anticipated, 2 for damaged contents --------------------------------------------------
+def test_an_unanticipated_exception_is_exit_3_with_its_traceback_saved(tmp_path, monkeypatch, capsys):
+    from mupbench.cli import analyze
+
+    def boom(args):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(analyze, "cmd_analyze", boom)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert main(["analyze", str(tmp_path)]) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("mupbench: internal error: RuntimeError: boom second line (traceback saved to ")
+    saved = Path(err.split("saved to ")[1].split(")")[0])
+    assert saved.parent == tmp_path and "raise RuntimeError" in saved.read_text()
+
+
+def _damage(d: Path, sql: str) -> None:
+    conn = sqlite3.connect(d / "mupbench.sqlite")
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+
+
+READ_META = ("report", "gate")  # status and analyze read no sweep settings; analyze reads no plan
+READ_PLAN = ("status", "report", "gate")
+
+
+@pytest.mark.parametrize("sql, fragment, readers", [
+    ("UPDATE meta SET value='{not json' WHERE key='ablation_info'", "'ablation_info' in the store is damaged", READ_META),
+    ("UPDATE meta SET value='[1, 2]' WHERE key='ablation_info'", "'ablation_info' in the store is damaged", READ_META),
+    ("UPDATE meta SET value='\"x\"' WHERE key='suites'", "'suites' in the store is damaged", READ_META),
+    ("UPDATE runs SET spec='{not json' WHERE rowid=1", "the spec of run", ("status", "analyze", "report", "gate")),
+    ("UPDATE plan SET spec='{\"model\": 1}' WHERE rowid=1", "not a mupbench run spec", READ_PLAN),
+])
+def test_damaged_store_contents_are_one_line_for_every_command(sql, fragment, readers, tmp_path, capsys):
+    d = make_sweep(tmp_path / "s", {("baseline", "mup"): TRANSFERS}, seeds=1)
+    _damage(d, sql)
+    for command in ("status", "analyze", "report", "gate"):
+        if command in readers:
+            assert fragment in refused([command, str(d)], capsys), command
+        else:
+            assert main([command, str(d)]) == 0
+            capsys.readouterr()
+
+
+def _coord_check_doc(**check) -> str:
+    base = {"label": "μP", "parameterization": "mup", "passed": False, "expected": "pass", "threshold": 0.3,
+            "records": [], "slopes": [{"module": "mlp", "step": 1, "quantity": "mean_abs_delta", "slope": 0.9,
+                                       "passed": False, "bound": "both", "stderr": None, "seeds": [0.9]}]}
+    return json.dumps({"schema": "mupbench.coord_check/2", "checks": [{**base, **check}]})
+
+
+@pytest.mark.parametrize("check, fragment", [
+    ({"slopes": [{"module": "m", "slope": "steep", "passed": False}]}, "must be numbers"),
+    ({"label": None}, "needs a string 'label'"),
+    ({"passed": "no"}, "'passed'"),
+])
+def test_a_malformed_coord_check_is_one_line_in_the_gate_and_a_banner_in_the_report(check, fragment, tmp_path, capsys):
+    d = make_sweep(tmp_path / "s", {("baseline", "mup"): TRANSFERS}, seeds=1)
+    (d / "coord_check.json").write_text(_coord_check_doc(**check))
+    assert fragment in refused(["gate", str(d)], capsys)
+    assert main(["report", str(d)]) == 0
+    assert fragment in html.unescape((d / "report" / "report.html").read_text())
+    (d / "coord_check.json").write_text(_coord_check_doc())  # the same document, well formed: a judged regression
+    capsys.readouterr()
+    assert main(["gate", str(d)]) == 1
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--ablation", ","], "--ablation is empty"),
+    (["--widths", "16"], "one width (16)"),
+    (["--lrs", "2^-6"], "one learning rate"),
+    (["--data-dtype", "int8"], "invalid choice: 'int8'"),
+])
+def test_grids_that_cannot_be_judged_are_refused_before_writing(extra, fragment, corpus_file, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    line = refused(["run", *MICRO, "--data", str(corpus_file), "--out", str(out), *extra], capsys, out)
+    assert fragment in line
+    if "--data-dtype" not in extra:  # an option of `run` only
+        gate = ["gate", "--suite", "pr", *MICRO, "--data", str(corpus_file), "--out", str(out), *extra]
+        assert fragment in refused(gate, capsys, out)
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--base-width", "0"], "--base-width must be a positive integer"),
+    (["--seeds", "-1"], "is not a seed"),
+    (["--out", "/proc/mupbench-test"], "cannot write"),
+])
+def test_coord_check_refuses_bad_input_before_its_work(extra, fragment, capsys):
+    start = time.monotonic()
+    assert fragment in refused(["coord-check", "--widths", "32,64,128", *extra], capsys)
+    assert time.monotonic() - start < 5  # nothing was measured first
+
+
+def test_incomplete_seeds_are_not_called_unfinished_runs():
+    from mupbench.gate import judge_verdict
+
+    entry = {"ablation": "baseline", "parameterization": "mup", "verdict": "transfers", "expected": "transfers",
+             "n_seeds": 1, "complete": False, "runs": {"planned": 8, "finished": 8, "failed": 0}}
+    text = judge_verdict(entry, None, 1.0).message()
+    assert "8/8" not in text and "the 8 runs planned so far finished" in text and "other seeds" in text

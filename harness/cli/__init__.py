@@ -1,5 +1,13 @@
-"""The `mupbench` command line — the top floor: the only place that parses arguments, prints tables and turns a
-`UserError` into one line and exit status 2. One module per command; the work is done by the modules below.
+"""The `mupbench` command line — the top floor: the only place that parses arguments, prints tables and turns errors
+into exit codes. One module per command; the work is done by the modules below.
+
+Exit codes mean one thing in every command:
+
+    0    pass (or the command did what was asked)
+    1    a judged regression (`gate`, a drifting μP `coord-check`, a sweep in which no run finished)
+    2    a usage or input error: one line `mupbench: error: …`, before any work where it can be found before
+    3    an internal error (an exception nobody anticipated): one line, the full traceback saved to a file it names
+    130  interrupted (Ctrl-C)
 
     args.py         shared parsing (the one-line-error parser, numbers, lists, --model, ablation selection)
     run.py          run, status
@@ -13,8 +21,12 @@
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import sys
+import tempfile
+import time
+import traceback
 
 from mupbench.cli.args import Parser
 from mupbench.errors import UserError
@@ -68,11 +80,32 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:  # files are written atomically, runs stored in transactions: nothing half-written
             print("\nmupbench: interrupted", file=sys.stderr)
             return 130
-        except Exception:
+        except Exception as e:
             if interrupts.seen:
                 print("\nmupbench: interrupted", file=sys.stderr)
                 return 130
-            raise
+            return internal_error(e, sys.argv[1:] if argv is None else argv)
+
+
+INTERNAL_ERROR = 3
+
+
+def internal_error(e: BaseException, argv: list[str]) -> int:
+    """Exit 3 for an exception nobody anticipated: one line naming it and the file holding its full traceback (in
+    $TMPDIR, so a read-only or full sweep directory cannot lose it)."""
+    where = "not saved"
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"mupbench-traceback-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"mupbench {' '.join(map(str, argv))}\n\n")
+            traceback.print_exception(type(e), e, e.__traceback__, file=f)
+        where = f"saved to {path}"
+    except OSError:
+        pass
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    print(f"mupbench: internal error: {text} (traceback {where}); please report it with that file", file=sys.stderr)
+    return INTERNAL_ERROR
 
 
 def _main(argv: list[str] | None) -> int:

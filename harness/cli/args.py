@@ -81,8 +81,25 @@ def select_entries(args):
         log2s = [math.log2(lr) for lr in parse_list(args.lrs, "--lrs", learning_rate)]
         preset = dataclasses.replace(preset, log2_lrs=tuple(sorted(log2s)))
     entries = suite.resolve()
-    if args.ablation:
-        names = dict.fromkeys(n.strip() for n in args.ablation.split(",") if n.strip())
+    if args.ablation is not None:
+        names = dict.fromkeys(parse_list(args.ablation, "--ablation", lambda n, _: n))
         in_suite = {a.name: params for a, params in entries}
         entries = [(ablations.get(n), in_suite.get(n, ("mup",))) for n in names]
+    check_grid(preset, entries)
     return suite, preset, entries
+
+
+AXIS_GRID = {"width": ("widths", "--widths"), "depth": ("depths", "--depths"), "duration": ("durations", "--durations")}
+
+
+def check_grid(preset, entries) -> None:
+    """At least two values on every axis swept and two learning rates: one point locates no optimum and judges no
+    transfer (refused before any training, not reported after it as "diverged at 0 of 1")."""
+    if len(preset.log2_lrs) < 2:
+        raise UserError(f"--lrs: one learning rate ({2 ** preset.log2_lrs[0]:g}) locates no optimum: give at least two")
+    for axis in dict.fromkeys(a.axis if a.axis in AXIS_GRID else "width" for a, _ in entries):
+        field, option = AXIS_GRID[axis]
+        values = getattr(preset, field)
+        if len(values) < 2:
+            raise UserError(f"{option}: one {axis} ({values[0]}) cannot show whether the optimal LR moves with it: "
+                            "give at least two")

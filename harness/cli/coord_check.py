@@ -98,9 +98,15 @@ def cmd_coord_check(args) -> int:
     for option, value in (("--seq-len", args.seq_len), ("--batch-size", args.batch_size)):
         if value < 1:
             raise UserError(f"{option} must be at least 1, got {value}")
+    if args.base_width is not None and args.base_width < 1:
+        raise UserError(f"--base-width must be a positive integer, got {args.base_width}")
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")
+    if out is not None:
+        from mupbench.directory import check_writable
+
+        check_writable(out, "--out")  # before the work, not after it
     torch.set_num_threads(args.threads)
     # with --json, stdout carries only the document: whatever the model's code prints goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
@@ -125,9 +131,12 @@ def cmd_coord_check(args) -> int:
 
 def _seed(text: str, option: str) -> int:
     try:
-        return int(text)
+        seed = int(text)
     except ValueError:
-        raise UserError(f"{option}: {text!r} is not an integer seed") from None
+        seed = -1
+    if seed < 0:
+        raise UserError(f"{option}: {text!r} is not a seed (an integer >= 0)")
+    return seed
 
 
 def _fmt_slope(s: Slope | None) -> str:

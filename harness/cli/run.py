@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
                    help="comma-separated base learning rates, replacing the preset's grid (e.g. 2^-8,2^-7 or 0.004)")
     p.add_argument("--data", default=None, help="text file, directory, or token file (.bin/.npy); default: stdlib sources")
     p.add_argument("--vocab-size", type=int, default=None, help="vocab size of a token file (default: max id + 1)")
-    p.add_argument("--data-dtype", default="uint16", help="dtype of a .bin token file: uint16 | uint32")
+    p.add_argument("--data-dtype", default="uint16", choices=("uint16", "uint32"),
+                   help="dtype of a .bin token file: uint16 | uint32")
     p.add_argument("--tolerance", type=tolerance, default=None,
                    help="δ: the drift of the optimum, log2 LR per doubling of the axis, that still counts as transferring "
                         f"(default {DEFAULT_TOLERANCE:g})")
