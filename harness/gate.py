@@ -9,11 +9,17 @@ On a finished sweep directory (or one it runs first: `--suite S [--preset P] --o
                    an optimum moved more than --optimum-tolerance (log2 LR) from the baseline  1
                    a μP coordinate check in DIR/coord_check.json failed                1
                    runs crashed (status failed): the code under test raised            1
+                   a μP configuration diverged at every width (no LR of the grid      1
+                   trains it), or at the widest width where the baseline trained (or,
+                   expected to transfer, where the smallest width trained)
     improvement    an ablation expected to shift (or shifting on the baseline) transfers   0, 1 with --strict
+                   (not SP: SP transferring only says the sweep cannot tell SP from μP, a warning)
     warning        a verdict is inconclusive (noise as large as the effect, optimum   0, 1 with --strict
                    on the grid edge, divergence, missing runs, one seed); the sweep
-                   is incomplete; a baseline entry is gone;
-                   an SP coordinate check passed (the check could not tell SP from μP)
+                   is incomplete; a baseline entry is gone, or a case is not in the
+                   baseline; the baseline comes from another preset, suite or model,
+                   or holds no verdicts; SP transfers, or an SP coordinate check
+                   passed (the sweep or the check could not tell SP from μP)
     note           no registered expectation (e.g. an ablation with reported "unknown") 0
 
 Inconclusive is a warning, not a failure: it says the grid or the budget cannot judge, not that transfer broke —
@@ -88,8 +94,26 @@ class Case:
 
 
 # --- the baseline ------------------------------------------------------------------------------------------------------
-def read_baseline(path: Path) -> dict[tuple[str, str], dict]:
-    """(ablation, parameterization) → {verdict, optimal_log2_lr} from a results.json; UserError when malformed."""
+VERDICTS = ("transfers", "shifts", "inconclusive")
+
+
+@dataclass
+class Baseline:
+    """A results.json of the main branch: its verdicts by (ablation, parameterization) and what produced them."""
+
+    path: Path
+    schema: str
+    entries: dict[tuple[str, str], dict]
+    preset: str | None = None
+    suites: list[str] = field(default_factory=list)
+    model: str | None = None  # the --model spec its runs trained; None: the built-in model (or a document without it)
+
+    def get(self, key: tuple[str, str]) -> dict | None:
+        return self.entries.get(key)
+
+
+def read_baseline(path: Path) -> Baseline:
+    """The Baseline in a results.json; UserError when it is malformed."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as e:
@@ -107,16 +131,48 @@ def read_baseline(path: Path) -> dict[tuple[str, str], dict]:
     for i, v in enumerate(verdicts):
         if not isinstance(v, dict) or not all(isinstance(v.get(k), str) for k in ("ablation", "parameterization", "verdict")):
             raise UserError(f"--baseline {path}: verdicts[{i}] needs string 'ablation', 'parameterization' and 'verdict'")
+        if v["verdict"] not in VERDICTS:
+            raise UserError(f"--baseline {path}: verdicts[{i}].verdict {v['verdict']!r} is not one of: "
+                            f"{', '.join(VERDICTS)}")
         optima = v.get("optimal_log2_lr") or {}
         if not isinstance(optima, dict) or not all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
                                                    for x in optima.values()):
             raise UserError(f"--baseline {path}: verdicts[{i}].optimal_log2_lr must map widths to numbers or null")
-        out[(v["ablation"], v["parameterization"])] = {"verdict": v["verdict"], "optimal_log2_lr": optima,
-                                                       "schema": doc["schema"]}
-    return out
+        key = (v["ablation"], v["parameterization"])
+        if key in out:
+            raise UserError(f"--baseline {path}: verdicts[{i}] repeats {key[0]}[{key[1]}]")
+        out[key] = {"verdict": v["verdict"], "optimal_log2_lr": optima, "schema": doc["schema"]}
+    sweep = doc.get("sweep") if isinstance(doc.get("sweep"), dict) else {}
+    model = sweep.get("model")
+    return Baseline(path, doc["schema"], out, sweep.get("preset") if isinstance(sweep.get("preset"), str) else None,
+                    [x for x in sweep.get("suites") or [] if isinstance(x, str)],
+                    model.get("spec") if isinstance(model, dict) and isinstance(model.get("spec"), str) else None)
+
+
+def baseline_case(sweep, baseline: Baseline) -> Case | None:
+    """A warning case when the baseline was made by another preset, suite or model than this sweep, or holds no
+    verdicts: its comparisons may mean nothing (regenerate it on the main branch)."""
+    case = Case("baseline", "baseline")
+    if not baseline.entries:
+        case.add("warning", f"{baseline.path} holds no verdicts: nothing is compared with it")
+    if baseline.preset is not None and sweep.preset is not None and baseline.preset != sweep.preset:
+        case.add("warning", f"{baseline.path} comes from preset {baseline.preset}, this sweep is {sweep.preset}: "
+                            "optima and verdicts at other widths and steps do not compare")
+    if baseline.suites and sweep.suites and not set(sweep.suites) <= set(baseline.suites):
+        case.add("warning", f"{baseline.path} comes from suite(s) {', '.join(baseline.suites)}, this sweep ran "
+                            f"{', '.join(sweep.suites)}")
+    model = (sweep.model or {}).get("spec") if isinstance(sweep.model, dict) else None
+    if baseline.schema == RESULTS_SCHEMA and baseline.model != model:
+        case.add("warning", f"{baseline.path} judged {baseline.model or 'the built-in model'}, this sweep "
+                            f"{model or 'the built-in model'}")
+    return case if case.findings else None
 
 
 # --- judging ------------------------------------------------------------------------------------------------------------
+SP_TRANSFERS = ("SP transfers here: at these {axis}s and this LR grid the sweep cannot tell SP from μP, so μP's "
+                "transfer shows little (widen the {axis}s, or train longer)")
+
+
 def judge_verdict(entry: dict, base: dict | None, optimum_tolerance: float) -> Case:
     """One case for a results.json verdict entry (reports.sweep.verdict_entry), against its baseline entry if any."""
     case = Case(f"{entry['ablation']}[{entry['parameterization']}]", "verdict",
@@ -124,6 +180,8 @@ def judge_verdict(entry: dict, base: dict | None, optimum_tolerance: float) -> C
     expected, observed, reason = case.expected, case.observed, entry.get("reason", "")
     runs = entry.get("runs") or {}
     complete = entry.get("complete", True)
+    axis = entry.get("axis", "width")
+    sp = entry["parameterization"] == "sp"  # the counterexample: its transferring is no improvement, only a blunt test
     if runs.get("failed"):
         case.add("regression", f"{runs['failed']} run(s) crashed (status failed): `mupbench status` and the store's "
                                "error column say why")
@@ -135,12 +193,17 @@ def judge_verdict(entry: dict, base: dict | None, optimum_tolerance: float) -> C
             case.add("warning", f"sweep incomplete: the {planned} runs planned so far finished, but the verdict has "
                                 f"{entry.get('n_seeds', '?')} seed(s) of the sweep's: run the same command again to "
                                 f"train the other seeds; so far {observed}")
+    if not sp:
+        _judge_divergence(case, entry, base)
     if observed == "inconclusive":
         case.add("warning", f"inconclusive: {reason}")
     elif expected == "transfers" and observed == "shifts":
         case.add("regression", f"expected to transfer, shifts: {reason}")
     elif expected == "shifts" and observed == "transfers":
-        case.add("improvement", f"expected to shift, transfers now: {reason} (update the expectation if this is meant)")
+        if sp:
+            case.add("warning", SP_TRANSFERS.format(axis=axis))
+        else:
+            case.add("improvement", f"expected to shift, transfers now: {reason} (update the expectation if this is meant)")
     elif expected not in ("transfers", "shifts"):
         case.add("note", f"no registered expectation; observed {observed}")
     if base is None:
@@ -151,8 +214,10 @@ def judge_verdict(entry: dict, base: dict | None, optimum_tolerance: float) -> C
             old = base.get("schema") == "mupbench.results/1"
             case.add("regression", "transferred on the baseline, shifts now" + (
                 f" (the baseline is a {base['schema']} document, judged on one seed: regenerate it)" if old else ""))
-        elif base["verdict"] == "shifts":
+        elif base["verdict"] == "shifts" and not sp:
             case.add("improvement", "shifted on the baseline, transfers now")
+        elif base["verdict"] == "shifts" and expected != "shifts":  # else said above
+            case.add("warning", SP_TRANSFERS.format(axis=axis))
     elif complete and base["verdict"] == "transfers" and observed == "inconclusive":
         case.add("warning", "transferred on the baseline, inconclusive now")
     now = entry.get("optimal_log2_lr") or {}
@@ -170,6 +235,30 @@ def judge_verdict(entry: dict, base: dict | None, optimum_tolerance: float) -> C
         case.add("regression", f"optimum moved more than {optimum_tolerance:g} log2 LR from the baseline: "
                                + ", ".join(moved))
     return case
+
+
+def _judge_divergence(case: Case, entry: dict, base: dict | None) -> None:
+    """Divergence is evidence: a μP configuration that trains at no LR of the grid at every scale, or at the widest
+    scale where the baseline found an optimum (or, expected to transfer, where its smallest scale trained), is broken
+    — not inconclusive."""
+    scales = [int(s) for s in entry.get("scales") or []]
+    diverged = {int(s) for s in entry.get("diverged_at") or []}
+    if not scales or not diverged:
+        return
+    axis, widest = entry.get("axis", "width"), scales[-1]
+    if set(scales) <= diverged:
+        case.add("regression", f"diverged at every {axis} ({', '.join(map(str, scales))}): no learning rate of the "
+                               "grid trains this configuration")
+        return
+    if widest not in diverged:
+        return
+    trained_on_base = base is not None and (base["optimal_log2_lr"].get(str(widest)) is not None)
+    if trained_on_base:
+        case.add("regression", f"diverged at the widest {axis} {widest}, where the baseline trained (optimum "
+                               f"2^{base['optimal_log2_lr'][str(widest)]:.2f})")
+    elif case.expected == "transfers" and scales[0] not in diverged:
+        case.add("regression", f"expected to transfer, but {axis} {widest} diverged at the learning rates where "
+                               f"{axis} {scales[0]} trained")
 
 
 def _width_key(w) -> tuple:
@@ -232,10 +321,10 @@ class GateResult:
                 "baseline_note": self.baseline_note, "cases": [c.to_json(self.strict) for c in self.cases]}
 
 
-def evaluate(sweep, baseline: dict | None, strict: bool = False,
+def evaluate(sweep, baseline: Baseline | None, strict: bool = False,
              optimum_tolerance: float = DEFAULT_OPTIMUM_TOLERANCE) -> GateResult:
     """Judge a loaded sweep (reports.sweep.SweepData) against its expectations, its coord check and a baseline."""
-    cases = []
+    cases = [] if baseline is None else [c for c in [baseline_case(sweep, baseline)] if c is not None]
     if sweep.coord_check_error:
         raise UserError(f"{sweep.coord_check_error}: re-run `mupbench coord-check --out {sweep.dir}` or remove it")
     if sweep.coord_check and sweep.coord_check.get("schema") != COORD_CHECK_SCHEMA:
@@ -248,7 +337,11 @@ def evaluate(sweep, baseline: dict | None, strict: bool = False,
     for entry in sweep.entries:
         key = (entry["ablation"], entry["parameterization"])
         seen.add(key)
-        cases.append(judge_verdict(entry, (baseline or {}).get(key), optimum_tolerance))
+        base = baseline.get(key) if baseline is not None else None
+        case = judge_verdict(entry, base, optimum_tolerance)
+        if baseline is not None and base is None:
+            case.add("warning", f"not in the baseline {baseline.path}: nothing to compare with")
+        cases.append(case)
     for p in sweep.progress:  # planned groups with no finished run have no verdict: the gate must still see them
         key = (p["ablation"], p["parameterization"])
         if key in seen:
@@ -262,10 +355,10 @@ def evaluate(sweep, baseline: dict | None, strict: bool = False,
         else:
             case.add("warning", f"no finished runs yet (0/{p['planned']})")
         cases.append(case)
-    for key in sorted(set(baseline or {}) - seen):
-        case = Case(f"{key[0]}[{key[1]}]", "verdict", baseline=baseline[key]["verdict"], observed="absent")
+    for key in sorted(set(baseline.entries if baseline is not None else {}) - seen):
+        case = Case(f"{key[0]}[{key[1]}]", "verdict", baseline=baseline.entries[key]["verdict"], observed="absent")
         case.add("warning", "in the baseline but not in this sweep")
         cases.append(case)
-    if not cases:
+    if all(c.kind == "baseline" for c in cases):
         raise UserError(f"{sweep.dir} has no runs and no coordinate check to judge: run a sweep into it first")
     return GateResult(cases, strict)

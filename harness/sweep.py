@@ -22,10 +22,12 @@ from mupbench.store import Store
 
 
 def run_sweep(out: str | Path, specs: list[RunSpec], executor: Executor, extend: int = 0, seeds: int = 1,
-              progress: bool = True, retry_failed: bool = False, on_extend=None) -> dict:
+              progress: bool = True, retry_failed: bool = False, max_seeds: int | None = None,
+              tolerance: float | None = None, on_extend=None) -> dict:
     """Train `specs` (the coarse grid: seed 0; their stored failures again with `retry_failed`), then, round by round
     from the stored runs, what the planner asks for next: up to `extend` grid points per side past an edge optimum
-    (`on_extend(new_specs)` is told of each such round) and seeds 1…seeds-1 on each scale's optimum neighbourhood.
+    (`on_extend(new_specs)` is told of each such round) and seeds 1…seeds-1 on each scale's optimum neighbourhood;
+    a group whose verdict (at δ = `tolerance`) is inconclusive for noise gets sequential seeds up to `max_seeds`.
     Returns the store's counts (mupbench.store.Store.counts), with `trained` (runs trained by this call), `skipped`
     (planned runs found stored) and `specs` (every spec of the sweep, extensions included)."""
     out = Path(out)
@@ -39,7 +41,8 @@ def run_sweep(out: str | Path, specs: list[RunSpec], executor: Executor, extend:
             runs = store.runs()
         finally:
             store.close()
-        more, near = plan.next_round(specs, runs, seeds, extend=rounds < extend)
+        more, near = plan.next_round(specs, runs, seeds, extend=rounds < extend, max_seeds=max_seeds,
+                                     tolerance=tolerance)
         if not more and not near:
             break
         if more:

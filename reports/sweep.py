@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from mupbench.config import AXES
+from mupbench.config import AXES, BYO_SPEC_KEY
 from mupbench.expectations import agreement, expectation
 from mupbench.store import Store
-from mupbench.transfer import Verdict, analyze
+from mupbench.transfer import MIN_FINITE_POINTS, Verdict, analyze
 
 COORD_CHECK_FILE = "coord_check.json"
 COORD_CHECK_SCHEMA = "mupbench.coord_check/2"
@@ -40,6 +40,7 @@ class SweepData:
     curves: pd.DataFrame  # validation curves of every run at a scale's grid optimum
     coord_check: dict | None = None
     coord_check_error: str | None = None
+    model: dict | None = None  # the user's model the runs trained (store meta byo_model), None: the built-in one
     generated_at: float = field(default_factory=time.time)
 
     @property
@@ -84,6 +85,8 @@ class SweepData:
             "dir": str(self.dir),
             "suites": list(self.suites),
             "preset": self.preset,
+            "model": ({k: self.model.get(k) for k in ("spec", "factory", "sha256", "reinit")}
+                      if isinstance(self.model, dict) else None),
             "created_at": _iso(self.created_at),
             "devices": _by_frequency(runs["device"]),
             "versions": versions,
@@ -150,8 +153,15 @@ def verdict_entry(v: Verdict, info: dict | None, parameterizations_run: set[str]
         agreement=agreement(v.verdict, expected),
         runs={k: progress[k] for k in ("planned", "finished", "diverged", "failed")} if progress else None,
         complete=bool(progress) and progress["finished"] >= progress["planned"] and v.n_seeds >= seeds,
+        diverged_at=diverged_at(v),
     )
     return entry
+
+
+def diverged_at(v: Verdict) -> list[int]:
+    """The scales at which the verdict's seed-mean loss curve diverged: fewer than MIN_FINITE_POINTS finite points
+    among two or more learning rates run (the gate fails μP where this covers every scale, or the widest)."""
+    return [o.scale for o in v.optima if o.n_lrs >= MIN_FINITE_POINTS and o.n_finite < MIN_FINITE_POINTS]
 
 
 def _param_key(param: str) -> tuple:
@@ -214,6 +224,7 @@ def load(sweep_dir: str | Path, tolerance: float | None = None) -> SweepData:
         info = store.get_meta("ablation_info", {}) or {}
         suites = store.get_meta("suites", []) or []
         preset, created_at = store.get_meta("preset"), store.get_meta("created_at")
+        model = store.get_meta(BYO_SPEC_KEY)  # the same key as mupbench.byo.STORE_META_KEY
         seeds = int(store.get_meta("seeds", 1) or 1)
         verdicts = analyze(runs, tolerance)
         optimum_runs = _optimum_runs(runs, verdicts)
@@ -232,7 +243,7 @@ def load(sweep_dir: str | Path, tolerance: float | None = None) -> SweepData:
                              by_group.get((v.ablation, v.parameterization)), seeds) for v in verdicts]
     coord_check, coord_error = read_coord_check(sweep_dir)
     return SweepData(sweep_dir, runs, plan, counts, info, suites, preset, created_at, tolerance, verdicts, entries,
-                     progress, curves, coord_check, coord_error)
+                     progress, curves, coord_check, coord_error, model)
 
 
 def _optimum_runs(runs: pd.DataFrame, verdicts: list[Verdict]) -> pd.DataFrame:

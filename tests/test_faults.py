@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
-from test_gate import SHIFTS, TRANSFERS, make_sweep
+from test_gate import SHIFTS, TRANSFERS, WIDTHS, make_sweep
 
 from mupbench import data, directory
 from mupbench.executors.local import LocalExecutor
@@ -470,3 +470,63 @@ def test_incomplete_seeds_are_not_called_unfinished_runs():
              "n_seeds": 1, "complete": False, "runs": {"planned": 8, "finished": 8, "failed": 0}}
     text = judge_verdict(entry, None, 1.0).message()
     assert "8/8" not in text and "the 8 runs planned so far finished" in text and "other seeds" in text
+
+
+# --- the gate: divergence is evidence, SP is no baseline, the baseline says where it came from --------------------------
+def _gate(d, *args, capsys) -> tuple[int, str]:
+    status = main(["gate", str(d), *map(str, args)])
+    return status, capsys.readouterr().out
+
+
+def test_a_mup_configuration_diverging_everywhere_fails(tmp_path, capsys):
+    d = make_sweep(tmp_path / "s", {("baseline", "mup"): TRANSFERS}, diverged={("baseline", "mup"): WIDTHS})
+    status, out = _gate(d, capsys=capsys)
+    assert status == 1 and "diverged at every width (32, 64, 128)" in out and "gate: FAIL" in out
+
+
+def test_diverging_at_the_widest_width_fails_against_a_baseline_that_trained(tmp_path, capsys):
+    base = make_sweep(tmp_path / "base", {("gelu", "mup"): TRANSFERS})
+    assert main(["report", str(base)]) == 0
+    d = make_sweep(tmp_path / "s", {("gelu", "mup"): TRANSFERS}, diverged={("gelu", "mup"): {128}})
+    status, out = _gate(d, capsys=capsys)
+    assert status == 0 and "inconclusive" in out  # no expectation, no baseline: the grid cannot judge
+    status, out = _gate(d, "--baseline", base / "report" / "results.json", capsys=capsys)
+    assert status == 1 and "diverged at the widest width 128, where the baseline trained" in out
+
+
+def test_diverging_at_the_widest_width_fails_an_ablation_expected_to_transfer(tmp_path, capsys):
+    d = make_sweep(tmp_path / "s", {("baseline", "mup"): TRANSFERS}, diverged={("baseline", "mup"): {128}})
+    status, out = _gate(d, capsys=capsys)
+    assert status == 1 and "width 128 diverged at the learning rates where width 32 trained" in out
+
+
+def test_sp_transferring_is_a_warning_not_an_improvement(tmp_path, capsys):
+    d = make_sweep(tmp_path / "s", {("baseline", "mup"): TRANSFERS, ("baseline", "sp"): TRANSFERS})
+    status, out = _gate(d, capsys=capsys)
+    assert status == 0 and "improvement" not in out.split("gate:")[0].lower()
+    assert "cannot tell SP from μP" in out and "0 improvements, 1 warning" in out
+    assert _gate(d, "--strict", capsys=capsys)[0] == 1
+    d2 = make_sweep(tmp_path / "s2", {("baseline", "mup"): TRANSFERS}, diverged={("baseline", "sp"): WIDTHS})
+    assert _gate(d2, capsys=capsys)[0] == 0  # SP diverging is SP's business, not a μP regression
+
+
+@pytest.mark.parametrize("edit, fragment, status", [
+    (lambda doc: doc.update(verdicts=[]), "holds no verdicts", 0),
+    (lambda doc: doc["verdicts"].pop(), "not in the baseline", 0),
+    (lambda doc: doc["sweep"].update(preset="gpu-small"), "comes from preset gpu-small, this sweep is cpu-tiny", 0),
+    (lambda doc: doc["sweep"].update(model={"spec": "other.py:build"}), "judged other.py:build", 0),
+    (lambda doc: doc["verdicts"][0].update(verdict="TRANSFERS"), "is not one of: transfers", 2),
+])
+def test_an_edited_baseline_is_warned_about_or_refused(edit, fragment, status, tmp_path, capsys):
+    d = make_sweep(tmp_path / "s", {("baseline", "mup"): TRANSFERS, ("baseline", "sp"): SHIFTS}, preset="cpu-tiny")
+    assert main(["report", str(d)]) == 0
+    doc = json.loads((d / "report" / "results.json").read_text())
+    edit(doc)
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps(doc))
+    capsys.readouterr()
+    got = main(["gate", str(d), "--baseline", str(baseline)])
+    captured = capsys.readouterr()
+    assert got == status and fragment in captured.out + captured.err
+    if status == 0:
+        assert main(["gate", str(d), "--baseline", str(baseline), "--strict"]) == 1

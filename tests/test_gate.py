@@ -20,9 +20,10 @@ INFO = {
 }
 
 
-def make_sweep(path, optima: dict, info=INFO, seeds=3):
+def make_sweep(path, optima: dict, info=INFO, seeds=3, diverged: dict = {}, preset: str | None = None):
     """A finished sweep whose loss over log2 LR is a parabola around optima[(ablation, param)][i] at WIDTHS[i], with
-    `seeds` replicas (a per-seed offset and a little per-point noise)."""
+    `seeds` replicas (a per-seed offset and a little per-point noise); every run at the widths in
+    diverged[(ablation, param)] diverged."""
     store = Store(path, create=True)
     specs = []
     noise = iter(np.random.default_rng(0).standard_normal(100_000))
@@ -36,8 +37,12 @@ def make_sweep(path, optima: dict, info=INFO, seeds=3):
                     specs.append((spec, loss))
     store.add_plan([s for s, _ in specs])
     for spec, loss in specs:
-        store.record(spec, {"status": "ok", "final_val_loss": loss, "steps_done": 1, "curve": []}, ENV)
+        gone = spec.model.width in diverged.get((spec.ablation, spec.model.parameterization), ())
+        result = {"status": "diverged", "final_val_loss": None} if gone else {"status": "ok", "final_val_loss": loss}
+        store.record(spec, {**result, "steps_done": 1, "curve": []}, ENV)
     store.set_meta("ablation_info", info)
+    if preset is not None:
+        store.set_meta("preset", preset)
     store.set_meta("suites", ["test"])
     store.close()
     return path

@@ -34,6 +34,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", type=int, default=None,
                    help="replicas (init and data order); seed 0 runs the LR grid, the others each width's optimum "
                         "neighbourhood (default: the preset's, 3 for cpu-tiny, gpu-small and paper)")
+    p.add_argument("--max-seeds", type=int, default=None, metavar="N",
+                   help="sequential seeds: a row inconclusive for noise gets one more seed (its neighbourhood runs "
+                        "only) until it is conclusive or has N seeds (default: the preset's, 8 for cpu-tiny, gpu-small "
+                        "and paper; --max-seeds equal to --seeds turns it off)")
     p.add_argument("--widths", default=None, help="comma-separated widths, replacing the preset's (e.g. 32,64,128)")
     p.add_argument("--depths", default=None,
                    help="comma-separated depths of depth sweeps (suite depth), replacing the preset's (e.g. 2,4,8)")
@@ -72,6 +76,8 @@ def cmd_run(args) -> int:
 
     if args.seeds is not None and args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.max_seeds is not None and args.max_seeds < 1:
+        raise UserError(f"--max-seeds must be at least 1 (the most seeds a row may get), got {args.max_seeds}")
     if args.vocab_size is not None and args.vocab_size < 1:
         raise UserError(f"--vocab-size must be at least 1, got {args.vocab_size}")
     if args.reinit and args.model is None:
@@ -83,6 +89,9 @@ def cmd_run(args) -> int:
         raise UserError("--ray-address applies only with --executor ray")
     suite, preset, entries = select_entries(args)
     seeds = args.seeds or preset.seeds
+    max_seeds = args.max_seeds if args.max_seeds is not None else max(seeds, preset.max_seeds)
+    if max_seeds < seeds:
+        raise UserError(f"--max-seeds ({max_seeds}) is below --seeds ({seeds}): give at least as many")
     # validates the device before anything is written (a Ray cluster's devices are its own: the executor checks them)
     plan = devices.plan_workers(args.device, args.workers) if args.executor == "local" else None
     out = Path(args.out or f"runs/{suite.name}-{preset.name}")
@@ -110,7 +119,8 @@ def cmd_run(args) -> int:
             directory.record_sweep(out, tokens, data_spec, preset.name, suite.name, ablation_info(a for a, _ in entries),
                                seeds)
             try:
-                run_sweep(out, specs, executor, extend=extend, seeds=seeds, progress=not args.quiet,
+                run_sweep(out, specs, executor, extend=extend, seeds=seeds, max_seeds=max_seeds,
+                          tolerance=args.tolerance, progress=not args.quiet,
                           retry_failed=args.retry_failed, on_extend=_print_extensions)
             except KeyboardInterrupt:
                 return 130
