@@ -23,18 +23,19 @@ from mupbench.store import Store
 
 def run_sweep(out: str | Path, specs: list[RunSpec], executor: Executor, extend: int = 0, seeds: int = 1,
               progress: bool = True, retry_failed: bool = False, max_seeds: int | None = None,
-              tolerance: float | None = None, on_extend=None) -> dict:
+              tolerance: float | None = None, on_extend=None, on_stored=None) -> dict:
     """Train `specs` (the coarse grid: seed 0; their stored failures again with `retry_failed`), then, round by round
     from the stored runs, what the planner asks for next: up to `extend` grid points per side past an edge optimum
     (`on_extend(new_specs)` is told of each such round) and seeds 1…seeds-1 on each scale's optimum neighbourhood;
     a group whose verdict (at δ = `tolerance`) is inconclusive for noise gets sequential seeds up to `max_seeds`.
+    `on_stored(spec)` is called in this process after each result is stored (mupbench.tracking logs it).
     Returns the store's counts (mupbench.store.Store.counts), with `trained` (runs trained by this call), `skipped`
     (planned runs found stored) and `specs` (every spec of the sweep, extensions included)."""
     out = Path(out)
     rounds = trained = 0
     retry = retry_failed  # failures stored before this call are retried once, in the first round
     while True:
-        trained += _execute(out, specs, executor, progress, retry)
+        trained += _execute(out, specs, executor, progress, retry, on_stored)
         retry = False
         store = Store(out)
         try:
@@ -55,7 +56,8 @@ def run_sweep(out: str | Path, specs: list[RunSpec], executor: Executor, extend:
     return {**store_counts(out), "trained": trained, "skipped": planned - trained, "specs": specs}
 
 
-def _execute(out: Path, specs: list[RunSpec], executor: Executor, progress: bool, retry_failed: bool) -> int:
+def _execute(out: Path, specs: list[RunSpec], executor: Executor, progress: bool, retry_failed: bool,
+             on_stored=None) -> int:
     """Plan `specs` into the store and have `executor` train those not stored yet; returns how many it trained."""
     store = Store(out, create=True)
     try:
@@ -74,7 +76,10 @@ def _execute(out: Path, specs: list[RunSpec], executor: Executor, progress: bool
             sys.stderr.write(f"mupbench: {kept_failed} stored run(s) failed and are kept as failed: add --retry-failed "
                              "to train them again\n")
         if todo:
-            executor.train(store, todo, progress)
+            if on_stored is None:
+                executor.train(store, todo, progress)
+            else:
+                executor.train(store, todo, progress, on_stored=on_stored)
     finally:
         store.close()
     return len(todo)

@@ -14,6 +14,7 @@ Exit codes mean one thing in every command:
     analyze.py      analyze
     explain.py      explain, list
     report.py       report
+    export.py       export (the runs as a table: csv, parquet, jsonl)
     coord_check.py  coord-check
     gate.py         gate
     bench.py        bench kernels, bench tune
@@ -34,9 +35,9 @@ from mupbench.errors import UserError
 
 def commands() -> list:
     """The command modules, imported when the parser is built: inside `main`, where Ctrl-C is handled."""
-    from mupbench.cli import analyze, bench, coord_check, explain, gate, report, run
+    from mupbench.cli import analyze, bench, coord_check, explain, export, gate, report, run
 
-    return [run, analyze, explain, report, coord_check, gate, bench]
+    return [run, analyze, explain, report, export, coord_check, gate, bench]
 
 
 def build_parser() -> Parser:

@@ -59,6 +59,7 @@ def add_parser(sub) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="train the stored failed runs again (a failed run is kept as a result otherwise)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    add_log_arguments(p)
     add_model_arguments(p)
     p.set_defaults(func=cmd_run)
 
@@ -96,6 +97,7 @@ def cmd_run(args) -> int:
     plan = devices.plan_workers(args.device, args.workers) if args.executor == "local" else None
     out = Path(args.out or f"runs/{suite.name}-{preset.name}")
     directory.check_writable(out)
+    logs = tracking_for(args, out)  # an unknown --log, a missing extra, an unwritable tracking directory: exit 2 here
     model = byo.resolve(args.model).to_json(args.reinit) if args.model else None
     directory.check_directory(out, preset.name, model)
     if model is not None:
@@ -118,23 +120,50 @@ def cmd_run(args) -> int:
                 raise UserError(f"another `mupbench run` prepared {out} with other data meanwhile: run the command again")
             directory.record_sweep(out, tokens, data_spec, preset.name, suite.name, ablation_info(a for a, _ in entries),
                                seeds)
+            logs.open()
             try:
                 run_sweep(out, specs, executor, extend=extend, seeds=seeds, max_seeds=max_seeds,
                           tolerance=args.tolerance, progress=not args.quiet,
-                          retry_failed=args.retry_failed, on_extend=_print_extensions)
+                          retry_failed=args.retry_failed, on_extend=_print_extensions,
+                          on_stored=logs.on_stored if logs else None)
             except KeyboardInterrupt:
+                logs.close()
                 return 130
     finally:
         executor.close()
     print(f"sweep directory: {out}")
     status = print_verdicts(out, args.tolerance)
-    print_paths(write_report(out, None, args.tolerance))
+    paths = write_report(out, None, args.tolerance)
+    print_paths(paths)
+    with logs:
+        logs.finish(list(paths.values()), args.tolerance)
     counts = directory.store_counts(out)
     if not counts["ok"] + counts["diverged"]:
         print(f"mupbench: no run finished ({counts['failed']} failed): see `mupbench status {out}` and the errors "
               "stored with the runs", file=sys.stderr)
         return 1
     return status
+
+
+def add_log_arguments(p) -> None:
+    from mupbench.tracking import TRACKERS
+
+    p.add_argument("--log", action="append", default=[], metavar="TRACKER",
+                   help=f"also log every run and the verdicts to an experiment tracker: {' | '.join(TRACKERS)} "
+                        "(repeatable; see docs/trackers.md)")
+    p.add_argument("--log-required", action="store_true",
+                   help="stop with an error when a --log tracker fails (default: warn once and go on without it)")
+
+
+def tracking_for(args, out: Path):
+    """The trackers `--log` names for the sweep directory `out` (checked: UserError before any work)."""
+    from mupbench import tracking
+
+    if args.log_required and not args.log:
+        raise UserError("--log-required applies only with --log")
+    tracking.check(args.log, out)
+    return tracking.Tracking(args.log, out, args.log_required,
+                             warn=lambda message: print(f"mupbench: warning: {message}", file=sys.stderr))
 
 
 def _entries_for_model(entries, preset, model: dict):

@@ -4,8 +4,11 @@ stores each result in the sweep's store as it arrives; the store is the only sta
 An executor has three methods:
 
     describe() -> str                          one line for the progress header ("4 worker(s) on cpu, ...")
-    train(store, specs, progress) -> None      train every spec, in the planner's Dispatch order, storing each result
-                                               with store.record(spec, result, env) — a crash is a `failed` result
+    train(store, specs, progress, on_stored=None) -> None
+                                               train every spec, in the planner's Dispatch order, storing each result
+                                               with store.record(spec, result, env) — a crash is a `failed` result —
+                                               and then calling on_stored(spec) in this process (the driver: trackers
+                                               log from here, never from a worker)
     close() -> None                            release what it holds (a Ray connection)
 
 Two ship with mupbench, as peers: LocalExecutor (mupbench.executors.local: worker processes on this machine) and
@@ -23,7 +26,7 @@ from mupbench.store import Store
 class Executor(Protocol):
     def describe(self) -> str: ...
 
-    def train(self, store: Store, specs: list[RunSpec], progress: bool = True) -> None: ...
+    def train(self, store: Store, specs: list[RunSpec], progress: bool = True, on_stored=None) -> None: ...
 
     def close(self) -> None: ...
 

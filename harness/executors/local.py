@@ -133,8 +133,9 @@ class LocalExecutor:
     def close(self) -> None:
         pass
 
-    def train(self, store: Store, specs: list[RunSpec], progress: bool = True) -> None:
-        """Train `specs` in the planner's order, each worker storing its runs' results as they finish."""
+    def train(self, store: Store, specs: list[RunSpec], progress: bool = True, on_stored=None) -> None:
+        """Train `specs` in the planner's order, each worker storing its runs' results as they finish;
+        `on_stored(spec)` is called here, in the parent, once a run's result is stored."""
         sweep_dir = store.dir
         dispatch = Dispatch(specs)
         plan = self.plan
@@ -172,6 +173,8 @@ class LocalExecutor:
                                                 "error": death_message(w.proc.exitcode)}, {**env, "device": w.device})
                             bar.update(spec, "failed", wall, math.nan, dispatch.cost[spec.run_hash])
                             finished.add(spec.run_hash)
+                            if on_stored is not None:
+                                on_stored(spec)
                         w.conn.close()
                         pool[pool.index(w)] = _Worker(ctx, w.device, plan.threads, sweep_dir, env)
                     elif message[0] == "ready":
@@ -180,7 +183,9 @@ class LocalExecutor:
                         _, _, status, wall, loss = message
                         bar.update(w.spec, status, wall, loss, dispatch.cost[w.spec.run_hash])
                         finished.add(w.spec.run_hash)
-                        w.spec = None
+                        spec, w.spec = w.spec, None
+                        if on_stored is not None:
+                            on_stored(spec)
                     else:  # ("fatal", why): the worker could not start or could not store a result
                         raise UserError(message[1])
         except KeyboardInterrupt:

@@ -172,8 +172,9 @@ class RayExecutor:
             self._corpus[digest] = import_ray().put(np.ascontiguousarray(open_tokens(store.dir)))
         return self._corpus[digest]
 
-    def train(self, store, specs: list[RunSpec], progress: bool = True) -> None:
-        """Train `specs` (longest first), `workers` tasks in flight, storing each result as it arrives."""
+    def train(self, store, specs: list[RunSpec], progress: bool = True, on_stored=None) -> None:
+        """Train `specs` (longest first), `workers` tasks in flight, storing each result as it arrives and then
+        calling `on_stored(spec)` (here, in the driver)."""
         from mupbench.environment import environment
         from mupbench.plan import Dispatch
         from mupbench.progress import Progress, stopped_message
@@ -199,6 +200,8 @@ class RayExecutor:
                 loss = result.get("final_val_loss")
                 bar.update(spec, result["status"], result["wall_s"], float("nan") if loss is None else loss,
                            costs[spec.run_hash])
+                if on_stored is not None:
+                    on_stored(spec)
         except KeyboardInterrupt:
             for ref in running:
                 ray.cancel(ref, force=True)
