@@ -29,13 +29,19 @@ VARIANTS = (  # name → (MUPBENCH_KERNELS, compile the model)
 BASELINE = "torch compile(model)"
 
 
-def measure_train_step(quick: bool = False, widths=WIDTHS, steps: int | None = None) -> list[dict]:
+# size (kernels/bench.py SIZES) → (widths, KV heads, timed steps); the lease runs the wider width (Inductor compiles
+# dominate its time: two per width)
+SIZES = {"full": (WIDTHS, KV_HEADS, 30), "lease": ((1024,), (None,), 20), "quick": ((256,), (None,), 10)}
+
+
+def measure_train_step(size: str = "full", widths=None, steps: int | None = None) -> list[dict]:
     """One record per (width, KV heads): tokens/s per variant, what ran, the Triton configurations, and the speedup of
     the best Triton variant over torch.compile(model) with the torch kernels. Failures are recorded, not raised."""
-    steps = steps or (10 if quick else 30)
+    size_widths, kv_options, size_steps = SIZES[size]
+    steps = steps or size_steps
     records = []
-    for width in widths[:1] if quick else widths:
-        for kv_heads in KV_HEADS[:1] if quick else KV_HEADS:
+    for width in widths or size_widths:
+        for kv_heads in kv_options:
             record = {**SHAPE, "width": width, "kv_heads": kv_heads, "steps": steps, "results": {}}
             for name, backend, compiled in VARIANTS:
                 record["results"][name] = _attempt(lambda: _timed(width, kv_heads, backend, compiled, steps))

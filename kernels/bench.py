@@ -1,5 +1,7 @@
-"""Timing the Triton kernels against torch on this GPU: `run(out, quick, train_step)` (the CLI's `mupbench bench
-kernels`) writes <out>/kernels-<gpu>-<date>.json and .md.
+"""Timing the Triton kernels against torch on this GPU: `run(out, size, train_step)` (the CLI's `mupbench bench
+kernels`) writes <out>/kernels-<gpu>-<date>.json and .md, rewritten after every section (copy, RMSNorm, attention,
+training step), so a run cut short (a timeout, Ctrl-C) leaves what it measured. Sizes (`SIZES`): `full`, `lease` (what
+`scripts/gpu-check --lease` runs in about three minutes: every baseline, fewer shapes) and `quick` (a smoke run).
 
 One run measures, on the same GPU, at the shapes the presets run:
 - device-to-device copy bandwidth (the memory-bound ceiling RMSNorm is reported against);
@@ -13,7 +15,7 @@ One run measures, on the same GPU, at the shapes the presets run:
   for GQA; whichever run); TFLOP/s with FLOPs = 4·B·H·T²·D, halved for causal, ×3.5 for forward+backward;
 - every timing twice: plain launches, and replaying a CUDA graph of the same calls (launch cost removed: at T = 256
   it dominates);
-- the training step, through `train_step(quick)` (mupbench.train_bench.measure_train_step, passed in by the CLI: this
+- the training step, through `train_step(size)` (mupbench.train_bench.measure_train_step, passed in by the CLI: this
   package imports nothing from the harness).
 
 Times are CUDA-event timings from triton.testing.do_bench (L2 flushed before each run; median and 20/80% quantiles),
@@ -31,6 +33,7 @@ import platform
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -71,16 +74,46 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def run(out: Path, quick: bool = False, train_step: Callable[[bool], list[dict]] | None = None,
+@dataclass(frozen=True)
+class Size:
+    rms_widths: tuple[int, ...]
+    gains: tuple[str, ...]
+    attention: tuple[tuple[int, int, int, int], ...]  # (seq, head dim, heads, KV heads)
+    with_math: bool  # SDPA's MATH backend too (slow: it materialises the scores)
+    timer: tuple[int, int]  # do_bench warmup and repetition, ms
+
+
+SIZES = {
+    "full": Size(RMS_WIDTHS, ("none", "vector"),
+                 tuple((t, d, HEADS, kv) for d in HEAD_DIMS for t in SEQ_LENS for kv in KV_HEADS), True, (25, 200)),
+    # T 1024 at both head dims (the attention target), T 256 (the CUDA-graph target), multi-query; widths ≥ 1024 (the
+    # RMSNorm target) and 256
+    "lease": Size((256, 1024, 2048), ("vector",),
+                  ((1024, 64, HEADS, HEADS), (1024, 128, HEADS, HEADS), (256, 64, HEADS, HEADS), (1024, 64, HEADS, 1)),
+                  True, (10, 30)),
+    "quick": Size((256, 1024), ("vector",), ((256, 64, HEADS, HEADS), (1024, 64, HEADS, 1)), False, (10, 40)),
+}
+
+
+def run(out: Path, size: str = "full", train_step: Callable[[str], list[dict]] | None = None,
         graphs: bool = True) -> int:
-    """Measure everything, write the JSON and markdown report under `out`; returns an exit status (2: cannot run)."""
+    """Measure everything, writing the JSON and markdown report under `out` after each section; returns an exit
+    status (2: cannot run; 130: interrupted, the report holding what was measured)."""
     reason = unavailable_reason()
     if reason:
         print(reason, file=sys.stderr)
         return 2
-    report = measure_all(quick, train_step, graphs)
-    json_path, md_path = write_report(report, out)
-    print(f"wrote {json_path} and {md_path}")
+    paths: list[Path] = []
+
+    def save(report: dict) -> None:
+        paths[:] = write_report(report, out)
+
+    try:
+        measure_all(size, train_step, graphs, on_section=save)
+    except KeyboardInterrupt:
+        print(f"interrupted: {' and '.join(map(str, paths)) or 'nothing'} written so far", file=sys.stderr)
+        return 130
+    print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 
@@ -103,10 +136,9 @@ def cuda_graph(fn: Callable[[], object], calls: int) -> torch.cuda.CUDAGraph:
     return graph
 
 
-def _timer(quick: bool) -> Callable[..., dict]:
+def _timer(warmup: int, rep: int) -> Callable[..., dict]:
     from triton.testing import do_bench
 
-    warmup, rep = (10, 40) if quick else (25, 200)
 
     def time_ms(fn: Callable[[], object], grad_to_none: list[torch.Tensor] | None = None, graph: bool = False) -> dict:
         if graph:
@@ -184,7 +216,7 @@ def _driver() -> str:
         return "unknown"
 
 
-def environment(quick: bool) -> dict:
+def environment(size: str) -> dict:
     import triton
 
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
@@ -202,7 +234,7 @@ def environment(quick: bool) -> dict:
         "git": _git_revision(),
         "kernel_table": os.environ.get("MUPBENCH_KERNEL_CONFIGS") or "kernels/pinned.py",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "quick": quick,
+        "size": size,
     }
 
 
@@ -356,13 +388,6 @@ def measure_attention(time_ms, shapes, with_math: bool, graphs: bool) -> list[di
     return records
 
 
-def attention_shapes(quick: bool) -> list[tuple[int, int, int, int]]:
-    """(seq, head dim, heads, KV heads) at the presets' sequence length and head dims, MHA and multi-query."""
-    if quick:
-        return [(256, 64, HEADS, HEADS), (1024, 64, HEADS, 1)]
-    return [(t, d, HEADS, kv) for d in HEAD_DIMS for t in SEQ_LENS for kv in KV_HEADS]
-
-
 def _add_speedups(record: dict) -> None:
     """speedup[mode][name] = time(name) / time(triton) in the same timing mode: above 1, Triton is faster; plus
     best_sdpa[mode], the fastest fused SDPA backend."""
@@ -390,24 +415,33 @@ def _print_record(label: str, record: dict, rate: str, unit: str) -> None:
     print(f"{label}: " + "; ".join(parts), flush=True)
 
 
-def measure_all(quick: bool, train_step: Callable[[bool], list[dict]] | None = None, graphs: bool = True) -> dict:
+def measure_all(size: str = "full", train_step: Callable[[str], list[dict]] | None = None, graphs: bool = True,
+                on_section: Callable[[dict], None] | None = None) -> dict:
+    """The whole report; `on_section(report)` after each section (the report so far, targets included)."""
     from mupbench import kernels
+
+    plan = SIZES[size]
     kernels.reset_record()
-    time_ms = _timer(quick)
-    report = {"env": environment(quick)}
+    time_ms = _timer(*plan.timer)
+    report = {"env": environment(size)}
     env = report["env"]
     print(f"GPU {env['gpu']} (driver {env['driver']}), torch {env['torch']}, triton {env['triton']}, git {env['git']}",
           flush=True)
-    report["copy"] = measure_copy(time_ms)
+
+    def section(name: str, measure: Callable[[], object]) -> None:
+        report[name] = measure()
+        report["configs_used"] = kernels.configs_used()
+        report["targets"] = check_targets(report)
+        if on_section is not None:
+            on_section(report)
+
+    section("copy", lambda: measure_copy(time_ms))
     print(f"copy: {report['copy']['tb_s']:.2f} TB/s", flush=True)
-    report["rms_norm"] = measure_rms_norm(time_ms, report["copy"]["tb_s"],
-                                          widths=(256, 1024) if quick else RMS_WIDTHS,
-                                          gains=("vector",) if quick else ("none", "vector"), graphs=graphs)
-    report["attention"] = measure_attention(time_ms, attention_shapes(quick), with_math=not quick, graphs=graphs)
+    section("rms_norm", lambda: measure_rms_norm(time_ms, report["copy"]["tb_s"], widths=plan.rms_widths,
+                                                 gains=plan.gains, graphs=graphs))
+    section("attention", lambda: measure_attention(time_ms, plan.attention, with_math=plan.with_math, graphs=graphs))
     if train_step is not None:
-        report["train_step"] = train_step(quick)
-    report["configs_used"] = kernels.configs_used()
-    report["targets"] = check_targets(report)
+        section("train_step", lambda: train_step(size))
     return report
 
 
@@ -499,7 +533,8 @@ def format_markdown(report: dict) -> str:
         "",
         f"{env['date']} · driver {env.get('driver', '?')} · torch {env['torch']} · triton {env['triton']} · "
         f"CUDA {env['cuda']} · cuDNN {env['cudnn']} · {env['sms']} SMs · capability {env['capability']} · "
-        f"git {env.get('git', '?')} · configs {env.get('kernel_table', '?')}" + (" · quick run" if env.get("quick") else ""),
+        f"git {env.get('git', '?')} · configs {env.get('kernel_table', '?')}"
+        + (f" · {env['size']} size" if env.get("size", "full") != "full" else ""),
         "",
         "Times are medians of CUDA-event timings (triton.testing.do_bench, L2 flushed), in µs per call; `graph` rows "
         f"replay a CUDA graph of {GRAPH_CALLS} calls. Ratios = baseline time / Triton time (above 1: Triton faster).",

@@ -8,7 +8,8 @@ attention kernels read their configuration from a table pinned per
 (`kernels/pinned.py`, chosen offline by `mupbench bench tune`, see kernels/tune.py). A key missing from the table
 gets the first candidate that fits its head dim (a documented default, `source: "default"`). `MUPBENCH_KERNEL_CONFIGS`
 names a JSON file in the tune command's format that replaces the pinned table (to try a fresh tuning before committing
-it). RMSNorm's configuration is a function of the width (and the SM count for the backward's program count), so it
+it). The attention operators take the chosen configuration as arguments (kernels/flash_attention.py
+`launch_configs`), read once while torch.compile traces, so a compiled graph and its cache entry carry it. RMSNorm's configuration is a function of the width (and the SM count for the backward's program count), so it
 needs no table.
 
 Every launch records its configuration; `used()` returns them (for a run record), `clear_used()` forgets them.
@@ -42,6 +43,11 @@ class FwdConfig:
     def name(self) -> str:
         return f"fwd-m{self.block_m}-n{self.block_n}-w{self.warps}-s{self.stages}"
 
+    @property
+    def launch(self) -> tuple[int, int, int, int]:
+        """What the forward operator takes: (BLOCK_M, BLOCK_N, num_warps, num_stages)."""
+        return self.block_m, self.block_n, self.warps, self.stages
+
 
 @dataclass(frozen=True)
 class BwdConfig:
@@ -59,24 +65,33 @@ class BwdConfig:
     def name(self) -> str:
         return f"bwd-b{self.block}-m{self.block_m1}-n{self.block_n2}-w{self.warps}-s{self.stages}"
 
+    @property
+    def launch(self) -> tuple[int, int, int, int, int]:
+        """What the backward operator takes: (BLOCK, BLOCK_M1, BLOCK_N2, num_warps, num_stages)."""
+        return self.block, self.block_m1, self.block_n2, self.warps, self.stages
 
-# Candidates, best guesses first, for Hopper-class GPUs. max_head_dim is the largest padded head dim at which the
-# config compiled for sm_90 without spilling registers (`mupbench bench tune --compile-only`, Triton 3.9, bf16, causal;
-# registers / spill bytes at d64 and d128 in the comments; "-" not compiled). Configs at 16 warps were all capped at
-# 128 registers and spilled; every backward at 4 warps spilled.
+
+# Candidates, best guesses first, for Hopper-class GPUs: tiles wide enough for wgmma (64-row warpgroup MMAs with N ≥ 32)
+# and 8 warps (two warpgroups). max_head_dim is the largest padded head dim at which the config compiles for sm_90
+# without spilling, with the runtime's specialisation (`mupbench bench tune --compile-only`; kernels/tune.py
+# specialises the operators' real launch arguments through Triton's own JIT binder). The comments give registers /
+# spill bytes / shared memory (KB) at d64 and d128 from that check (Triton 3.9, bf16, causal, T 1024, 16 heads).
 FWD_CANDIDATES = (
-    FwdConfig(128, 64, 8, 3, max_head_dim=64),  # d64 237/0, d128 255/408
-    FwdConfig(64, 32, 8, 2),  # d128 254/0
-    FwdConfig(64, 32, 4, 3, max_head_dim=64),  # d64 222/0, d128 255/320
-    FwdConfig(128, 32, 8, 2, max_head_dim=64),  # d128 255/8
-    FwdConfig(64, 64, 8, 2, max_head_dim=64),  # d128 255/72
+    FwdConfig(128, 64, 8, 3),  # d64 120/0/64 wgmma m64n64; d128 200/0/128 m64n64 + m64n128
+    FwdConfig(128, 128, 8, 2),  # d64 185/0/80; d128 255/0/160 (at the register cap)
+    FwdConfig(128, 64, 8, 2),  # d64 122/0/48; d128 199/0/96
+    FwdConfig(128, 32, 8, 3),  # d64 111/0/40; d128 141/0/80
+    FwdConfig(64, 64, 4, 3),  # d64 128/0/56; d128 172/0/112
+    FwdConfig(64, 32, 8, 2),  # d64 80/0/24; d128 115/0/48 (the v2 d128 pin: QKᵀ as m64n16)
 )
 BWD_CANDIDATES = (
-    BwdConfig(64, 16, 16, 8, 2, max_head_dim=64),  # d64 157/0, d128 255/120
-    BwdConfig(32, 32, 16, 8, 2),  # d128 255/0
-    BwdConfig(64, 16, 16, 8, 3, max_head_dim=64),  # d64 158/0
-    BwdConfig(32, 16, 16, 8, 2, max_head_dim=64),  # d64 186/0, d128 254/48
-    BwdConfig(64, 16, 32, 8, 2, max_head_dim=64),  # d64 189/0
+    BwdConfig(128, 32, 32, 8, 2),  # d64 190/0/48 wgmma m64n32 + m64n64; d128 248/0/96
+    BwdConfig(64, 32, 32, 8, 2),  # d64 133/0/32; d128 217/0/64 wgmma m64n16 + m64n64
+    BwdConfig(128, 64, 64, 8, 2, max_head_dim=64),  # d64 249/0/64; d128 255/328 spilled
+    BwdConfig(128, 32, 64, 8, 2, max_head_dim=64),  # d64 192/0/64; d128 255/24 spilled
+    BwdConfig(64, 32, 32, 8, 3),  # d64 128/0/41; d128 208/0/81
+    BwdConfig(64, 16, 16, 8, 2),  # d64 114/0/24 (the v2 d64 pin: mostly m64n8); d128 174/0/48
+    BwdConfig(32, 32, 16, 8, 2),  # d64 151/0/18; d128 150/0/34 (the v2 d128 pin: mma.sync only, no wgmma)
 )
 # Under TRITON_INTERPRET=1 (CPU, numpy): small blocks that do not line up, so tests cover partial and diagonal blocks.
 INTERPRET_FWD = FwdConfig(32, 16, 4, 1)

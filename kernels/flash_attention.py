@@ -6,8 +6,9 @@ strides with a unit last stride are read as they are; the output and the gradien
 (a q that is a transposed view of a (B, T, H, D) tensor gives an output laid out (B, T, H, D), so the model's
 transpose + reshape afterwards is a view, not a copy).
 
-- Forward: one program per (query block, batch·head) streams over key blocks with an online softmax in base 2 (scores
-  scaled in registers; K is never copied) and saves the per-row log-sum-exp (base 2, of the scaled scores).
+- Forward: one program per (query block, batch·head) streams over key blocks with an online softmax in base 2: the
+  running maximum is taken over the raw scores, and scale·log2(e) enters once, in the one fused multiply-subtract
+  before exp2 (K is never copied, never pre-scaled); it saves the per-row log-sum-exp (base 2, of the scaled scores).
 - Backward: a preprocess computes delta = rowsum(dO·O); then ONE launch where each program owns a block of BLOCK rows:
   as keys, it walks the query blocks for dK and dV (accumulated in registers; no atomics); as queries, it walks the
   key blocks for dQ. Under a causal mask the two halves of a program's work are complementary (early key blocks see
@@ -18,10 +19,12 @@ transpose + reshape afterwards is a view, not a copy).
 - Blocks wholly inside the sequence and the causal mask run without masks; only diagonal and last partial blocks are
   masked. Head dims 1–128, padded to a power of two (at least 16, the smallest tl.dot) with masked loads; any length.
 - Grids are one-dimensional (programs × batch·heads flattened), so no axis meets CUDA's 65535 limit on axes 1 and 2.
+  Row offsets enter the pointers as int64 scalars (T × row stride may pass 2³¹); offsets inside a tile stay int32.
 
-Block sizes come from the pinned table in kernels/configs.py (never autotuned at run time); fp32 matmuls use IEEE
-precision (fp32 is for exact tests, bf16/fp16 for training). The kernels are torch.library operators
-(kernels/library.py): `torch.compile(fullgraph=True)` traces through them; double backward raises.
+Block sizes come from the pinned table in kernels/configs.py (never autotuned at run time), chosen outside the
+operators and passed to them as arguments (so they are part of a compiled graph and of torch.compile's cache key);
+fp32 matmuls use IEEE precision (fp32 is for exact tests, bf16/fp16 for training). The kernels are torch.library
+operators (kernels/library.py): `torch.compile(fullgraph=True)` traces through them; double backward raises.
 """
 from __future__ import annotations
 
@@ -30,11 +33,12 @@ import triton
 import triton.language as tl
 
 from mupbench.kernels import configs
-from mupbench.kernels.library import INTERPRET, launch, operator, refuse_16bit_in_interpreter
+from mupbench.kernels.library import INTERPRET, operator, refuse_bf16_in_interpreter, wrap_triton
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_HEAD_DIM = 128
 _PREPROCESS_BLOCK = 64
+ROWS64_AT = 2**31  # row offsets T × stride from here on need int64 (the tests lower it to run that path)
 _INTERPRET_SMS = 4  # the interpreter's pretend SM count: small enough that both GQA backward paths get tested
 
 @triton.jit
@@ -56,6 +60,23 @@ def _load_rows(ptrs, rows, T, offs_d, HEAD_DIM: tl.constexpr, D_PAD: tl.constexp
 @triton.jit
 def _store_rows(ptrs, tile, rows, T, offs_d, HEAD_DIM: tl.constexpr):
     tl.store(ptrs, tile, mask=(rows < T)[:, None] & (offs_d < HEAD_DIM)[None, :])
+
+
+@triton.jit
+def _row_offset(start, stride_t, ROWS64: tl.constexpr):
+    """Offset of row `start` in a (T, D) slice: int64 where T × row stride may pass 2³¹ (ROWS64), else int32 (an int64
+    offset makes Triton carry 64-bit offsets for whole tiles: +30 registers in the backward)."""
+    if ROWS64:
+        offset = tl.cast(start, tl.int64) * stride_t
+    else:
+        offset = start * stride_t
+    return offset
+
+
+@triton.jit
+def _tile(base, start, stride_t, offs_r, offs_d, ROWS64: tl.constexpr):
+    """Pointers to rows start + offs_r of a (T, D) slice at `base` (batch and head offsets are int64 already)."""
+    return base + _row_offset(start, stride_t, ROWS64) + offs_r[:, None] * stride_t + offs_d[None, :]
 
 
 @triton.jit
@@ -93,18 +114,19 @@ def _key_bounds(start_m, T, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M
 def _fwd_inner(
     acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, offs_n, offs_d, lo, hi, T, qk_scale,
     CAUSAL: tl.constexpr, MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
-    BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, ROWS64: tl.constexpr,
 ):
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
-        k = _load_rows(k_ptrs + start_n * stride_kt, cols, T, offs_d, HEAD_DIM, D_PAD, MASK)
-        v = _load_rows(v_ptrs + start_n * stride_vt, cols, T, offs_d, HEAD_DIM, D_PAD, MASK)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        k = _load_rows(k_ptrs + _row_offset(start_n, stride_kt, ROWS64), cols, T, offs_d, HEAD_DIM, D_PAD, MASK)
+        v = _load_rows(v_ptrs + _row_offset(start_n, stride_vt, ROWS64), cols, T, offs_d, HEAD_DIM, D_PAD, MASK)
+        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # raw scores: the scale enters once, below
         if MASK:
-            s = tl.where(_score_mask(offs_m, cols, T, CAUSAL), s, float("-inf"))
-        # Every row sees key 0 in the first block it visits, so m_new is finite from then on.
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.math.exp2(s - m_new[:, None])
+            qk = tl.where(_score_mask(offs_m, cols, T, CAUSAL), qk, float("-inf"))
+        # Every row sees key 0 in the first block it visits, so m_new is finite from then on (qk_scale > 0, so the
+        # maximum of the scaled scores is the scaled maximum).
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.math.exp2(qk * qk_scale - m_new[:, None])  # one fused multiply-subtract per score
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
@@ -118,7 +140,7 @@ def _attn_fwd(
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
     stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,
     H, GROUP, T, N_BLOCKS,
-    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, ROWS64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -129,13 +151,14 @@ def _attn_fwd(
     start_m = block * BLOCK_M
     b, h, hk = _program_heads(bh, H, GROUP)
 
-    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_r = tl.arange(0, BLOCK_M)
+    offs_m = start_m + offs_r
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D_PAD)
-    q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :]
-    k_ptrs = K + b * stride_kb + hk * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :]
-    v_ptrs = V + b * stride_vb + hk * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :]
-    q = _load_rows(q_ptrs, offs_m, T, offs_d, HEAD_DIM, D_PAD, True)
+    k_ptrs = _tile(K + b * stride_kb + hk * stride_kh, 0, stride_kt, offs_n, offs_d, ROWS64)
+    v_ptrs = _tile(V + b * stride_vb + hk * stride_vh, 0, stride_vt, offs_n, offs_d, ROWS64)
+    q = _load_rows(_tile(Q + b * stride_qb + h * stride_qh, start_m, stride_qt, offs_r, offs_d, ROWS64), offs_m, T,
+                   offs_d, HEAD_DIM, D_PAD, True)
 
     qk_scale = sm_scale * 1.4426950408889634  # scores in base 2: exp(x) = exp2(x·log2 e)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
@@ -145,15 +168,15 @@ def _attn_fwd(
     unmasked_end, hi = _key_bounds(start_m, T, CAUSAL, BLOCK_N, BLOCK_M)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, offs_n, offs_d, 0, unmasked_end, T, qk_scale,
-        CAUSAL, False, HEAD_DIM, D_PAD, BLOCK_N, PRECISION,
+        CAUSAL, False, HEAD_DIM, D_PAD, BLOCK_N, PRECISION, ROWS64,
     )
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, offs_n, offs_d, unmasked_end, hi, T, qk_scale,
-        CAUSAL, True, HEAD_DIM, D_PAD, BLOCK_N, PRECISION,
+        CAUSAL, True, HEAD_DIM, D_PAD, BLOCK_N, PRECISION, ROWS64,
     )
 
     acc = acc / l_i[:, None]
-    o_ptrs = O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :]
+    o_ptrs = _tile(O + b * stride_ob + h * stride_oh, start_m, stride_ot, offs_r, offs_d, ROWS64)
     _store_rows(o_ptrs, acc.to(O.dtype.element_ty), offs_m, T, offs_d, HEAD_DIM)
     tl.store(LSE + bh.to(tl.int64) * T + offs_m, m_i + tl.math.log2(l_i), mask=offs_m < T)
 
@@ -166,16 +189,18 @@ def _bwd_preprocess(
     O, DO, DELTA,
     stride_ob, stride_oh, stride_ot, stride_dob, stride_doh, stride_dot,
     H, T, N_BLOCKS,
-    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, ROWS64: tl.constexpr, BLOCK_M: tl.constexpr,
 ):
     pid = tl.program_id(0)
     bh = pid // N_BLOCKS
-    offs_m = (pid % N_BLOCKS) * BLOCK_M + tl.arange(0, BLOCK_M)
+    start_m = (pid % N_BLOCKS) * BLOCK_M
+    offs_r = tl.arange(0, BLOCK_M)
+    offs_m = start_m + offs_r
     b, h, _ = _program_heads(bh, H, 1)
     offs_d = tl.arange(0, D_PAD)
-    o = _load_rows(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
+    o = _load_rows(_tile(O + b * stride_ob + h * stride_oh, start_m, stride_ot, offs_r, offs_d, ROWS64),
                    offs_m, T, offs_d, HEAD_DIM, D_PAD, True)
-    do = _load_rows(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
+    do = _load_rows(_tile(DO + b * stride_dob + h * stride_doh, start_m, stride_dot, offs_r, offs_d, ROWS64),
                     offs_m, T, offs_d, HEAD_DIM, D_PAD, True)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
     tl.store(DELTA + bh.to(tl.int64) * T + offs_m, delta, mask=offs_m < T)
@@ -186,12 +211,12 @@ def _bwd_dkdv_inner(
     dk, dv, k, v, q_ptrs, do_ptrs, stride_qt, stride_dot, lse_ptr, delta_ptr,
     offs_n, offs_m0, offs_d, lo, hi, T, qk_scale,
     CAUSAL: tl.constexpr, MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
-    BLOCK_M: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, PRECISION: tl.constexpr, ROWS64: tl.constexpr,
 ):
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
-        q = _load_rows(q_ptrs + start_m * stride_qt, offs_m, T, offs_d, HEAD_DIM, D_PAD, MASK)
-        do = _load_rows(do_ptrs + start_m * stride_dot, offs_m, T, offs_d, HEAD_DIM, D_PAD, MASK)
+        q = _load_rows(q_ptrs + _row_offset(start_m, stride_qt, ROWS64), offs_m, T, offs_d, HEAD_DIM, D_PAD, MASK)
+        do = _load_rows(do_ptrs + _row_offset(start_m, stride_dot, ROWS64), offs_m, T, offs_d, HEAD_DIM, D_PAD, MASK)
         if MASK:
             lse = tl.load(lse_ptr + offs_m, mask=offs_m < T, other=0.0)
             delta = tl.load(delta_ptr + offs_m, mask=offs_m < T, other=0.0)
@@ -216,12 +241,12 @@ def _bwd_dkdv_inner(
 def _bwd_dq_inner(
     dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, offs_n, offs_d, lo, hi, T, qk_scale,
     CAUSAL: tl.constexpr, MASK: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
-    BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, ROWS64: tl.constexpr,
 ):
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
-        k = _load_rows(k_ptrs + start_n * stride_kt, cols, T, offs_d, HEAD_DIM, D_PAD, MASK)
-        v = _load_rows(v_ptrs + start_n * stride_vt, cols, T, offs_d, HEAD_DIM, D_PAD, MASK)
+        k = _load_rows(k_ptrs + _row_offset(start_n, stride_kt, ROWS64), cols, T, offs_d, HEAD_DIM, D_PAD, MASK)
+        v = _load_rows(v_ptrs + _row_offset(start_n, stride_vt, ROWS64), cols, T, offs_d, HEAD_DIM, D_PAD, MASK)
         p = tl.math.exp2(tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale - lse[:, None])
         if MASK:
             p = tl.where(_score_mask(offs_m, cols, T, CAUSAL), p, 0.0)
@@ -238,7 +263,7 @@ def _attn_bwd(
     stride_vb, stride_vh, stride_vt, stride_dob, stride_doh, stride_dot,
     stride_dqb, stride_dqh, stride_dqt, stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt,
     H, GROUP, T, N_BLOCKS, H_PROGRAMS,
-    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, ROWS64: tl.constexpr,
     HEADS_PER_PROGRAM: tl.constexpr, BLOCK: tl.constexpr, BLOCK_M1: tl.constexpr, BLOCK_N2: tl.constexpr,
 ):
     """Program (block j, batch b, p): dK/dV of keys [j·BLOCK, (j+1)·BLOCK) summed over query heads
@@ -252,15 +277,16 @@ def _attn_bwd(
     hk = (p * HEADS_PER_PROGRAM) // GROUP
     start = block * BLOCK
     offs_d = tl.arange(0, D_PAD)
+    offs_r = tl.arange(0, BLOCK)
     qk_scale = sm_scale * 1.4426950408889634
 
     # ---- dK, dV: this program's keys against every query block that sees them
-    offs_n = start + tl.arange(0, BLOCK)
+    offs_n = start + offs_r
     offs_m1 = tl.arange(0, BLOCK_M1)
-    k = _load_rows(K + b * stride_kb + hk * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :],
-                   offs_n, T, offs_d, HEAD_DIM, D_PAD, True)
-    v = _load_rows(V + b * stride_vb + hk * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :],
-                   offs_n, T, offs_d, HEAD_DIM, D_PAD, True)
+    k_base = K + b * stride_kb + hk * stride_kh
+    v_base = V + b * stride_vb + hk * stride_vh
+    k = _load_rows(_tile(k_base, start, stride_kt, offs_r, offs_d, ROWS64), offs_n, T, offs_d, HEAD_DIM, D_PAD, True)
+    v = _load_rows(_tile(v_base, start, stride_vt, offs_r, offs_d, ROWS64), offs_n, T, offs_d, HEAD_DIM, D_PAD, True)
     dk = tl.zeros((BLOCK, D_PAD), dtype=tl.float32)
     dv = tl.zeros((BLOCK, D_PAD), dtype=tl.float32)
     # Query blocks (starts are multiples of BLOCK_M1): [lo, diag_end) straddle the causal diagonal; [diag_end,
@@ -275,43 +301,43 @@ def _attn_bwd(
     tail_start = tl.maximum(diag_end, full_end)
     for g in range(HEADS_PER_PROGRAM):
         h = p * HEADS_PER_PROGRAM + g
-        q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m1[:, None] * stride_qt + offs_d[None, :]
-        do_ptrs = DO + b * stride_dob + h * stride_doh + offs_m1[:, None] * stride_dot + offs_d[None, :]
+        q_ptrs = _tile(Q + b * stride_qb + h * stride_qh, 0, stride_qt, offs_m1, offs_d, ROWS64)
+        do_ptrs = _tile(DO + b * stride_dob + h * stride_doh, 0, stride_dot, offs_m1, offs_d, ROWS64)
         lse_ptr = LSE + (b * H + h) * T
         delta_ptr = DELTA + (b * H + h) * T
         if CAUSAL:
             dk, dv = _bwd_dkdv_inner(
                 dk, dv, k, v, q_ptrs, do_ptrs, stride_qt, stride_dot, lse_ptr, delta_ptr,
                 offs_n, offs_m1, offs_d, lo, tl.minimum(diag_end, T), T, qk_scale,
-                CAUSAL, True, HEAD_DIM, D_PAD, BLOCK_M1, PRECISION,
+                CAUSAL, True, HEAD_DIM, D_PAD, BLOCK_M1, PRECISION, ROWS64,
             )
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_ptrs, do_ptrs, stride_qt, stride_dot, lse_ptr, delta_ptr,
             offs_n, offs_m1, offs_d, diag_end, full_end, T, qk_scale,
-            CAUSAL, False, HEAD_DIM, D_PAD, BLOCK_M1, PRECISION,
+            CAUSAL, False, HEAD_DIM, D_PAD, BLOCK_M1, PRECISION, ROWS64,
         )
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_ptrs, do_ptrs, stride_qt, stride_dot, lse_ptr, delta_ptr,
             offs_n, offs_m1, offs_d, tail_start, T, T, qk_scale,
-            CAUSAL, True, HEAD_DIM, D_PAD, BLOCK_M1, PRECISION,
+            CAUSAL, True, HEAD_DIM, D_PAD, BLOCK_M1, PRECISION, ROWS64,
         )
     dk = dk * sm_scale
-    _store_rows(DK + b * stride_dkb + p * stride_dkh + offs_n[:, None] * stride_dkt + offs_d[None, :],
+    _store_rows(_tile(DK + b * stride_dkb + p * stride_dkh, start, stride_dkt, offs_r, offs_d, ROWS64),
                 dk.to(DK.dtype.element_ty), offs_n, T, offs_d, HEAD_DIM)
-    _store_rows(DV + b * stride_dvb + p * stride_dvh + offs_n[:, None] * stride_dvt + offs_d[None, :],
+    _store_rows(_tile(DV + b * stride_dvb + p * stride_dvh, start, stride_dvt, offs_r, offs_d, ROWS64),
                 dv.to(DV.dtype.element_ty), offs_n, T, offs_d, HEAD_DIM)
 
     # ---- dQ: the same rows as queries, against every key block they see
-    offs_m = start + tl.arange(0, BLOCK)
+    offs_m = start + offs_r
     offs_n2 = tl.arange(0, BLOCK_N2)
-    k_ptrs = K + b * stride_kb + hk * stride_kh + offs_n2[:, None] * stride_kt + offs_d[None, :]
-    v_ptrs = V + b * stride_vb + hk * stride_vh + offs_n2[:, None] * stride_vt + offs_d[None, :]
+    k_ptrs = _tile(k_base, 0, stride_kt, offs_n2, offs_d, ROWS64)
+    v_ptrs = _tile(v_base, 0, stride_vt, offs_n2, offs_d, ROWS64)
     unmasked_end, hi = _key_bounds(start, T, CAUSAL, BLOCK_N2, BLOCK)
     for g in range(HEADS_PER_PROGRAM):
         h = p * HEADS_PER_PROGRAM + g
-        q = _load_rows(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+        q = _load_rows(_tile(Q + b * stride_qb + h * stride_qh, start, stride_qt, offs_r, offs_d, ROWS64),
                        offs_m, T, offs_d, HEAD_DIM, D_PAD, True)
-        do = _load_rows(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
+        do = _load_rows(_tile(DO + b * stride_dob + h * stride_doh, start, stride_dot, offs_r, offs_d, ROWS64),
                         offs_m, T, offs_d, HEAD_DIM, D_PAD, True)
         row = (b * H + h) * T + offs_m
         lse = tl.load(LSE + row, mask=offs_m < T, other=0.0)
@@ -319,14 +345,14 @@ def _attn_bwd(
         dq = tl.zeros((BLOCK, D_PAD), dtype=tl.float32)
         dq = _bwd_dq_inner(
             dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, offs_n2, offs_d, 0, unmasked_end,
-            T, qk_scale, CAUSAL, False, HEAD_DIM, D_PAD, BLOCK_N2, PRECISION,
+            T, qk_scale, CAUSAL, False, HEAD_DIM, D_PAD, BLOCK_N2, PRECISION, ROWS64,
         )
         dq = _bwd_dq_inner(
             dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, offs_n2, offs_d, unmasked_end, hi,
-            T, qk_scale, CAUSAL, True, HEAD_DIM, D_PAD, BLOCK_N2, PRECISION,
+            T, qk_scale, CAUSAL, True, HEAD_DIM, D_PAD, BLOCK_N2, PRECISION, ROWS64,
         )
         dq = dq * sm_scale
-        _store_rows(DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqt + offs_d[None, :],
+        _store_rows(_tile(DQ + b * stride_dqb + h * stride_dqh, start, stride_dqt, offs_r, offs_d, ROWS64),
                     dq.to(DQ.dtype.element_ty), offs_m, T, offs_d, HEAD_DIM)
 
 
@@ -350,13 +376,19 @@ def padded_head_dim(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
 
 
-def _meta(q: torch.Tensor, causal: bool) -> dict:
+def _rows64(*tensors: torch.Tensor) -> bool:
+    """Whether a row offset T × row stride of any (B, H, T, D) tensor here reaches 2³¹ (int64 row offsets needed)."""
+    return any(t.shape[2] * t.stride(2) >= ROWS64_AT for t in tensors)
+
+
+def _meta(q: torch.Tensor, causal: bool, *tensors: torch.Tensor) -> dict:
     head_dim = q.shape[-1]
     return {
         "HEAD_DIM": head_dim,
         "D_PAD": padded_head_dim(head_dim),
         "CAUSAL": bool(causal),
         "PRECISION": "ieee" if q.dtype == torch.float32 else "tf32",  # "tf32" is ignored for 16-bit inputs
+        "ROWS64": _rows64(q, *tensors),
     }
 
 
@@ -373,76 +405,83 @@ def split_gqa(device: torch.device, batch: int, kv_heads: int, group: int, block
     return group > 1 and blocks * batch * kv_heads < 2 * _sm_count(device)
 
 
-def _configs(q: torch.Tensor, k: torch.Tensor, causal: bool):
-    return configs.attention(q.device, padded_head_dim(q.shape[-1]), q.dtype, causal, q.shape[1] // k.shape[1])
+@torch.compiler.assume_constant_result
+def launch_configs(device: torch.device, head_dim: int, dtype: torch.dtype, causal: bool,
+                   group: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The (forward, backward) launch configurations of one attention call, as the operators take them: read from the
+    pinned table (or a forced override) outside the operators; under torch.compile, once while tracing, so they are
+    constants of the graph (a different table or override compiles, and caches, a different graph)."""
+    fwd, bwd, _ = configs.attention(device, padded_head_dim(head_dim), dtype, causal, group)
+    return fwd.launch, bwd.launch
 
 
-def _attn_fwd_fake(q, k, v, scale, causal):
+def _attn_fwd_fake(q, k, v, scale, causal, fwd_config, bwd_config):
     q = _last_dim_contiguous(q)
     batch, heads, seq, _ = q.shape
     return _like(q), q.new_empty((batch, heads, seq), dtype=torch.float32)
 
 
-@operator("flash_attn", _attn_fwd_fake)
-def _attn_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-                 causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _attn_fwd_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool,
+                   fwd_config: list[int], bwd_config: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(o, lse); fwd_config = FwdConfig.launch; bwd_config is carried for the backward (see _attn_setup)."""
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
     batch, heads, seq, _ = q.shape
-    fwd, _, _ = _configs(q, k, causal)
+    block_m, block_n, warps, stages = fwd_config
     o = _like(q)
     lse = torch.empty((batch, heads, seq), dtype=torch.float32, device=q.device)
-    blocks = triton.cdiv(seq, fwd.block_m)
-    launch(
-        _attn_fwd, (blocks * batch * heads,),
+    blocks = triton.cdiv(seq, block_m)
+    wrap_triton(_attn_fwd)[(blocks * batch * heads,)](
         q, k, v, o, lse, float(scale),
         *_strides(q), *_strides(k), *_strides(v), *_strides(o),
-        heads, heads // k.shape[1], seq, blocks, **_meta(q, causal),
-        BLOCK_M=fwd.block_m, BLOCK_N=fwd.block_n, num_warps=fwd.warps, num_stages=fwd.stages,
+        heads, heads // k.shape[1], seq, blocks, **_meta(q, causal, k, v, o),
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages,
     )
     return o, lse
 
 
-def _attn_bwd_fake(do, q, k, v, o, lse, scale, causal):
+_attn_fwd_op = operator("flash_attn", _attn_fwd_fake)(_attn_fwd_impl)
+
+
+def _attn_bwd_fake(do, q, k, v, o, lse, scale, causal, bwd_config):
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
     return _like(q), _like(k), _like(v)
 
 
-@operator("flash_attn_bwd", _attn_bwd_fake)
-def _attn_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
-                 lse: torch.Tensor, scale: float, causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _attn_bwd_impl(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+                   lse: torch.Tensor, scale: float, causal: bool,
+                   bwd_config: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     q, k, v, o, do = (_last_dim_contiguous(t) for t in (q, k, v, o, do))
     batch, heads, seq, _ = q.shape
     kv_heads = k.shape[1]
     group = heads // kv_heads
-    _, bwd, _ = _configs(q, k, causal)
-    meta = _meta(q, causal)
+    block, block_m1, block_n2, warps, stages = bwd_config
+    dq, dk, dv = _like(q), _like(k), _like(v)
+    meta = _meta(q, causal, k, v, o, do, dq, dk, dv)
 
     delta = torch.empty_like(lse)
     pre_blocks = triton.cdiv(seq, _PREPROCESS_BLOCK)
-    launch(
-        _bwd_preprocess, (pre_blocks * batch * heads,),
+    wrap_triton(_bwd_preprocess)[(pre_blocks * batch * heads,)](
         o, do, delta, *_strides(o), *_strides(do), heads, seq, pre_blocks,
-        HEAD_DIM=meta["HEAD_DIM"], D_PAD=meta["D_PAD"], BLOCK_M=_PREPROCESS_BLOCK,
+        HEAD_DIM=meta["HEAD_DIM"], D_PAD=meta["D_PAD"], ROWS64=meta["ROWS64"], BLOCK_M=_PREPROCESS_BLOCK,
     )
 
-    blocks = triton.cdiv(seq, bwd.block)
+    blocks = triton.cdiv(seq, block)
     split = split_gqa(q.device, batch, kv_heads, group, blocks)
-    dq, dk, dv = _like(q), _like(k), _like(v)
     if split:  # one program per query head: fp32 shares of dK/dV per query head, summed below
         dk_out = torch.empty((batch, heads, seq, q.shape[-1]), dtype=torch.float32, device=q.device)
         dv_out = torch.empty_like(dk_out)
+        meta["ROWS64"] = meta["ROWS64"] or _rows64(dk_out)
     else:
         dk_out, dv_out = dk, dv
     heads_per_program = 1 if split else group
     programs_per_batch = heads if split else kv_heads
-    launch(
-        _attn_bwd, (blocks * batch * programs_per_batch,),
+    wrap_triton(_attn_bwd)[(blocks * batch * programs_per_batch,)](
         q, k, v, do, lse, delta, dq, dk_out, dv_out, float(scale),
         *_strides(q), *_strides(k), *_strides(v), *_strides(do),
         *_strides(dq), *_strides(dk_out), *_strides(dv_out),
         heads, group, seq, blocks, programs_per_batch, **meta,
-        HEADS_PER_PROGRAM=heads_per_program, BLOCK=bwd.block, BLOCK_M1=bwd.block_m1, BLOCK_N2=bwd.block_n2,
-        num_warps=bwd.warps, num_stages=bwd.stages,
+        HEADS_PER_PROGRAM=heads_per_program, BLOCK=block, BLOCK_M1=block_m1, BLOCK_N2=block_n2,
+        num_warps=warps, num_stages=stages,
     )
     if split:
         shape = (batch, kv_heads, group, seq, q.shape[-1])
@@ -451,23 +490,29 @@ def _attn_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Te
     return dq, dk, dv
 
 
+_attn_bwd_op = operator("flash_attn_bwd", _attn_bwd_fake)(_attn_bwd_impl)
+
+
 def _attn_setup(ctx, inputs, output):
-    q, k, v, scale, causal = inputs
+    q, k, v, scale, causal, _, bwd_config = inputs
     o, lse = output
-    ctx.scale, ctx.causal = scale, causal
+    ctx.scale, ctx.causal, ctx.bwd_config = scale, causal, bwd_config
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(q, k, v, o, lse)
 
 
 def _attn_grad(ctx, do, _dlse):
+    if do is None:  # the output is unused
+        return None, None, None, None, None, None, None
     q, k, v, o, lse = ctx.saved_tensors
-    dq, dk, dv = torch.ops.mupbench.flash_attn_bwd(do, q, k, v, o, lse, ctx.scale, ctx.causal)
-    return dq, dk, dv, None, None
+    dq, dk, dv = torch.ops.mupbench.flash_attn_bwd(do, q, k, v, o, lse, ctx.scale, ctx.causal, ctx.bwd_config)
+    return dq, dk, dv, None, None, None, None
 
 
 _attn_fwd_op.register_autograd(_attn_grad, setup_context=_attn_setup)
 
 
-def unsupported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str | None:
+def unsupported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> str | None:
     """Why the Triton kernels cannot take these tensors, or None when they can."""
     if q.device.type != "cuda" and not INTERPRET:
         return f"Triton kernels need CUDA tensors (got {q.device.type}; TRITON_INTERPRET=1 runs them on CPU)"
@@ -486,12 +531,15 @@ def unsupported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str | None
         return f"head dim {head_dim} is outside 1..{MAX_HEAD_DIM}"
     if q.numel() == 0:
         return "empty input"
-    return refuse_16bit_in_interpreter(q)
+    if scale is not None and not scale > 0:
+        return f"scale {scale} is not positive (the kernel takes the softmax maximum before scaling)"
+    return refuse_bf16_in_interpreter(q)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool = True) -> torch.Tensor:
     """Same contract as kernels.reference.attention, on the Triton kernels; raises ValueError for what they cannot take."""
-    reason = unsupported(q, k, v)
+    reason = unsupported(q, k, v, scale)
     if reason:
         raise ValueError(f"Triton attention: {reason}")
-    return torch.ops.mupbench.flash_attn(q, k, v, float(scale), bool(causal))[0]
+    fwd, bwd = launch_configs(q.device, q.shape[-1], q.dtype, bool(causal), q.shape[1] // k.shape[1])
+    return torch.ops.mupbench.flash_attn(q, k, v, float(scale), bool(causal), list(fwd), list(bwd))[0]

@@ -10,9 +10,16 @@ second-order terms.
 On a GPU the operators are `torch.library.triton_op`s (Inductor can see the kernels inside and schedule around
 them). Under TRITON_INTERPRET=1 they are plain `custom_op`s: triton_op traces its body, and the interpreter's kernels
 cannot take fake tensors.
+
+torch.compile's caches key on what an operator launches: torch finds the kernels by scanning the operator body's
+source for `wrap_triton(<kernel>)` calls (older torch looks no deeper than the body itself), and the launch
+configuration is part of the graph only when it is an argument of the operator. So every operator body launches its
+kernels as `wrap_triton(_kernel)[grid](...)` itself (no helper in between), and the attention configuration comes in
+as operator arguments (tests/test_kernels_library.py checks both).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable
 
@@ -22,16 +29,42 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "tr
 NAMESPACE = "mupbench"
 
 
-def _launcher(kernel):
-    """`kernel` launchable inside an operator: `wrap_triton(kernel)` where it exists (torch ≥ 2.6), else itself."""
-    wrap = getattr(torch.library, "wrap_triton", None)
-    if wrap is None or INTERPRET:
-        return kernel
-    return wrap(kernel)
+def _identity(kernel):
+    return kernel
 
 
-def launch(kernel, grid: tuple[int, ...], *args, **kwargs):
-    return _launcher(kernel)[grid](*args, **kwargs)
+# What the operator bodies call as `wrap_triton(kernel)[grid](...)`: torch's wrapper on a GPU (Inductor sees the
+# kernel), the kernel itself under the interpreter or on a torch without wrap_triton.
+wrap_triton = _identity if INTERPRET else getattr(torch.library, "wrap_triton", _identity)
+
+
+class _Recorder:
+    """Stands in for `wrap_triton(kernel)`: records `kernel[grid](*args, **kwargs)` instead of launching it."""
+
+    def __init__(self, kernel, launches: list):
+        self.kernel, self.launches = kernel, launches
+
+    def __getitem__(self, grid):
+        def record(*args, **kwargs):
+            self.launches.append((self.kernel, grid, args, kwargs))
+
+        return record
+
+
+@contextlib.contextmanager
+def recorded_launches(*modules):
+    """Inside the block, the operator bodies of `modules` record their launches (kernel, grid, args, kwargs) in the
+    yielded list instead of running them: what the offline compile (kernels/tune.py) specialises, exactly as the JIT
+    would see the arguments. The operators can then run on CPU tensors (nothing is launched)."""
+    launches: list = []
+    saved = [module.wrap_triton for module in modules]
+    for module in modules:
+        module.wrap_triton = lambda kernel: _Recorder(kernel, launches)
+    try:
+        yield launches
+    finally:
+        for module, original in zip(modules, saved):
+            module.wrap_triton = original
 
 
 def operator(name: str, fake: Callable) -> Callable[[Callable], object]:
@@ -49,9 +82,10 @@ def operator(name: str, fake: Callable) -> Callable[[Callable], object]:
     return register
 
 
-def refuse_16bit_in_interpreter(*tensors: torch.Tensor) -> str | None:
-    """The interpreter has no bf16/fp16 arithmetic (a 16-bit tl.dot multiplies raw bit patterns): say so."""
-    if INTERPRET and any(t is not None and t.dtype in (torch.bfloat16, torch.float16) for t in tensors):
-        return ("16-bit inputs under TRITON_INTERPRET give wrong results (the interpreter has no bf16/fp16 "
-                "arithmetic): test in float32")
+def refuse_bf16_in_interpreter(*tensors: torch.Tensor) -> str | None:
+    """The interpreter has no bf16 arithmetic (a bf16 tl.dot multiplies raw bit patterns): say so. fp16 works there
+    (numpy has float16)."""
+    if INTERPRET and any(t is not None and t.dtype == torch.bfloat16 for t in tensors):
+        return ("bfloat16 inputs under TRITON_INTERPRET give wrong results (the interpreter has no bf16 arithmetic): "
+                "test in float32 or float16")
     return None

@@ -1,8 +1,8 @@
 """The pinned attention configurations: key (see kernels/configs.py `key`) → forward and backward config.
 
 Nothing here is timed yet. The sm90 entries are predicted choices (`source` says so) among the candidates that compile
-for sm_90 without spilling (checked offline, see kernels/configs.py), for the shapes the presets
-run: head dims 64 (gpu-small) and 128 (paper), bf16, causal, one KV head per query head or multi-query with 2–16 query
+for sm_90 without spilling and use wgmma (checked offline with the runtime's specialisation, see kernels/configs.py),
+for the shapes the presets run: head dims 64 (gpu-small) and 128 (paper), bf16, causal, one KV head per query head or multi-query with 2–16 query
 heads per KV head. `mupbench bench tune` on an H100 times every candidate per key and writes a JSON file in this
 layout (`{"attention": {key: entry}}`); review it, then replace the dict below with its "attention" entries (or point
 MUPBENCH_KERNEL_CONFIGS at the file to use it without committing).
@@ -21,6 +21,8 @@ def _entry(fwd: tuple[int, int, int, int], bwd: tuple[int, int, int, int, int]) 
 
 
 ATTENTION: dict[str, dict] = {
-    **{f"sm90/d64/bfloat16/causal/g{g}": _entry((128, 64, 8, 3), (64, 16, 16, 8, 2)) for g in (1, 2, 4, 8, 16)},
-    **{f"sm90/d128/bfloat16/causal/g{g}": _entry((64, 32, 8, 2), (32, 32, 16, 8, 2)) for g in (1, 2, 4, 8, 16)},
+    # d64: forward 128×64 (120 registers, 2 CTAs per SM), backward 128-row blocks stepping 32 (190 registers)
+    **{f"sm90/d64/bfloat16/causal/g{g}": _entry((128, 64, 8, 3), (128, 32, 32, 8, 2)) for g in (1, 2, 4, 8, 16)},
+    # d128: forward 128×64 (200 registers, PV as wgmma m64n128), backward 64-row blocks stepping 32 (217 registers)
+    **{f"sm90/d128/bfloat16/causal/g{g}": _entry((128, 64, 8, 3), (64, 32, 32, 8, 2)) for g in (1, 2, 4, 8, 16)},
 }

@@ -15,17 +15,23 @@ whose loads are software-pipelined (`tl.range(..., num_stages=2)`); each keeps a
 and writes it as one row of a (programs × N) partial buffer; the gain gradient is the sum of that buffer. The fused
 form adds the new residual's incoming gradient and writes the gradient of x and of the residual (each in its dtype).
 
-Every function here is a torch.library operator (see kernels/library.py): compile-traceable, no double backward.
-Inputs fp32, bf16 or fp16 up to MAX_WIDTH wide. Under TRITON_INTERPRET=1 the same kernels run on CPU tensors (fp32).
+Every function here is a torch.library operator (see kernels/library.py): compile-traceable, no double backward; each
+operator body launches its kernel itself (`wrap_triton(kernel)[grid](...)`), so torch.compile's cache sees it. A gain
+gets no gradient (None, not zeros) when the normalised output is unused (the fused form's new residual alone feeds the
+loss), so an optimizer's decay does not act on it as if it had a zero gradient.
+Inputs fp32, bf16 or fp16 up to MAX_WIDTH wide. Under TRITON_INTERPRET=1 the same kernels run on CPU tensors (fp32,
+fp16).
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
 from mupbench.kernels import configs
-from mupbench.kernels.library import INTERPRET, launch, operator, refuse_16bit_in_interpreter
+from mupbench.kernels.library import INTERPRET, operator, refuse_bf16_in_interpreter, wrap_triton
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_WIDTH = 32768  # one row must fit in one program's registers
@@ -160,7 +166,7 @@ def unsupported(x: torch.Tensor, weight: torch.Tensor | None, residual: torch.Te
             _gain_mode(weight, x.shape[-1])
         except ValueError as err:
             return str(err)
-    return refuse_16bit_in_interpreter(x, residual, weight)
+    return refuse_bf16_in_interpreter(x, residual, weight)
 
 
 def _rows(t: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -173,7 +179,14 @@ def _gain(weight: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return weight.contiguous() if weight is not None else like
 
 
+class _Launch(NamedTuple):
+    grid: tuple[int]
+    args: tuple
+    kwargs: dict
+
+
 def _forward(x, residual, weight, eps, y_dtype, h_dtype):
+    """(launch, y, h, rstd) of the forward kernel: the operator body launches it."""
     n_cols = x.shape[-1]
     x2 = _rows(x, n_cols)
     r2 = _rows(residual, n_cols) if residual is not None else x2
@@ -183,17 +196,18 @@ def _forward(x, residual, weight, eps, y_dtype, h_dtype):
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     block_n, rows, num_warps = launch_config(n_cols)
     configs.note(f"rms_norm w{n_cols}", {"BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps})
-    launch(
-        _rms_norm_fwd, (triton.cdiv(n_rows, rows),),
-        x2, r2, y, h, _gain(weight, rstd), rstd, n_rows, n_cols,
-        x2.stride(0), r2.stride(0), y.stride(0), h.stride(0), float(eps),
-        GAIN=_gain_mode(weight, n_cols), RESIDUAL=residual is not None, BLOCK_N=block_n, ROWS=rows,
-        num_warps=num_warps,
+    launch = _Launch(
+        (triton.cdiv(n_rows, rows),),
+        (x2, r2, y, h, _gain(weight, rstd), rstd, n_rows, n_cols,
+         x2.stride(0), r2.stride(0), y.stride(0), h.stride(0), float(eps)),
+        dict(GAIN=_gain_mode(weight, n_cols), RESIDUAL=residual is not None, BLOCK_N=block_n, ROWS=rows,
+             num_warps=num_warps),
     )
-    return y.view(x.shape), h.view(x.shape), rstd
+    return launch, y.view(x.shape), h.view(x.shape), rstd
 
 
 def _backward(dy, dh, x, weight, rstd, dx_dtype, dr_dtype, gain_grad):
+    """(launch, dx, dresidual, partial gain-gradient buffer) of the backward kernel: the operator body launches it."""
     n_cols = x.shape[-1]
     x2, dy2 = _rows(x, n_cols), _rows(dy, n_cols)
     dh2 = _rows(dh, n_cols) if dh is not None else dy2
@@ -204,20 +218,22 @@ def _backward(dy, dh, x, weight, rstd, dx_dtype, dr_dtype, gain_grad):
     gain_grad = weight is not None and gain_grad
     programs = backward_programs(x.device, triton.cdiv(n_rows, rows), num_warps)
     partial = torch.empty((programs, n_cols) if gain_grad else (1,), dtype=torch.float32, device=x.device)
-    gain = _gain_mode(weight, n_cols)
-    launch(
-        _rms_norm_bwd, (programs,),
-        dy2, dh2, x2, _gain(weight, rstd), rstd, dx, dr, partial,
-        n_rows, n_cols, dy2.stride(0), dh2.stride(0), x2.stride(0), dx.stride(0), dr.stride(0),
-        GAIN=gain, GAIN_GRAD=gain_grad, HAS_DH=dh is not None, TWO_OUT=dr_dtype is not None,
-        BLOCK_N=block_n, ROWS=rows, num_warps=num_warps,
+    launch = _Launch(
+        (programs,),
+        (dy2, dh2, x2, _gain(weight, rstd), rstd, dx, dr, partial,
+         n_rows, n_cols, dy2.stride(0), dh2.stride(0), x2.stride(0), dx.stride(0), dr.stride(0)),
+        dict(GAIN=_gain_mode(weight, n_cols), GAIN_GRAD=gain_grad, HAS_DH=dh is not None,
+             TWO_OUT=dr_dtype is not None, BLOCK_N=block_n, ROWS=rows, num_warps=num_warps),
     )
-    if gain_grad:
-        dweight = (partial.sum() if gain == _GAIN_SCALAR else partial.sum(dim=0)).reshape(weight.shape)
-        dweight = dweight.to(weight.dtype)
-    else:
-        dweight = rstd.new_empty(0)
-    return dx.view(x.shape), dr.view(x.shape), dweight
+    return launch, dx.view(x.shape), dr.view(x.shape), partial
+
+
+def _gain_gradient(partial, weight, rstd, gain_grad):
+    """The gain's gradient from the backward's (programs × N) partial sums (an empty tensor when not wanted)."""
+    if weight is None or not gain_grad:
+        return rstd.new_empty(0)
+    dweight = partial.sum() if _gain_mode(weight, partial.shape[-1]) == _GAIN_SCALAR else partial.sum(dim=0)
+    return dweight.reshape(weight.shape).to(weight.dtype)
 
 
 # --------------------------------------------------------------------------------------------------- operators
@@ -228,10 +244,13 @@ def _rms_norm_fake(x, weight, eps):
     return torch.empty(x.shape, dtype=x.dtype, device=x.device), x.new_empty(rows, dtype=torch.float32)
 
 
-@operator("rms_norm", _rms_norm_fake)
-def _rms_norm_op(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    y, _, rstd = _forward(x, None, weight, eps, x.dtype, x.dtype)
+def _rms_norm_impl(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    launch, y, _, rstd = _forward(x, None, weight, eps, x.dtype, x.dtype)
+    wrap_triton(_rms_norm_fwd)[launch.grid](*launch.args, **launch.kwargs)
     return y, rstd
+
+
+_rms_norm_op = operator("rms_norm", _rms_norm_fake)(_rms_norm_impl)
 
 
 def _rms_norm_bwd_fake(dy, x, weight, rstd, gain_grad):
@@ -239,19 +258,25 @@ def _rms_norm_bwd_fake(dy, x, weight, rstd, gain_grad):
     return torch.empty(x.shape, dtype=x.dtype, device=x.device), dw
 
 
-@operator("rms_norm_bwd", _rms_norm_bwd_fake)
-def _rms_norm_bwd_op(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, rstd: torch.Tensor,
+def _rms_norm_bwd_impl(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, rstd: torch.Tensor,
                      gain_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    dx, _, dw = _backward(dy, None, x, weight, rstd, x.dtype, None, gain_grad)
-    return dx, dw
+    launch, dx, _, partial = _backward(dy, None, x, weight, rstd, x.dtype, None, gain_grad)
+    wrap_triton(_rms_norm_bwd)[launch.grid](*launch.args, **launch.kwargs)
+    return dx, _gain_gradient(partial, weight, rstd, gain_grad)
+
+
+_rms_norm_bwd_op = operator("rms_norm_bwd", _rms_norm_bwd_fake)(_rms_norm_bwd_impl)
 
 
 def _rms_norm_setup(ctx, inputs, output):
     x, weight, _ = inputs
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(x, weight, output[1])
 
 
 def _rms_norm_grad(ctx, dy, _drstd):
+    if dy is None:  # the output is unused
+        return None, None, None
     x, weight, rstd = ctx.saved_tensors
     gain_grad = weight is not None and ctx.needs_input_grad[1]
     dx, dw = torch.ops.mupbench.rms_norm_bwd(dy, x, weight, rstd, gain_grad)
@@ -269,10 +294,14 @@ def _add_rms_norm_fake(x, residual, weight, eps, out_dtype):
             x.new_empty(rows, dtype=torch.float32))
 
 
-@operator("add_rms_norm", _add_rms_norm_fake)
-def _add_rms_norm_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float,
+def _add_rms_norm_impl(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None, eps: float,
                      out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _forward(x, residual, weight, eps, out_dtype, torch.promote_types(x.dtype, residual.dtype))
+    launch, y, h, rstd = _forward(x, residual, weight, eps, out_dtype, torch.promote_types(x.dtype, residual.dtype))
+    wrap_triton(_rms_norm_fwd)[launch.grid](*launch.args, **launch.kwargs)
+    return y, h, rstd
+
+
+_add_rms_norm_op = operator("add_rms_norm", _add_rms_norm_fake)(_add_rms_norm_impl)
 
 
 def _add_rms_norm_bwd_fake(dy, dh, h, weight, rstd, x_dtype, gain_grad):
@@ -281,21 +310,30 @@ def _add_rms_norm_bwd_fake(dy, dh, h, weight, rstd, x_dtype, gain_grad):
             torch.empty(h.shape, dtype=h.dtype, device=h.device), dw)
 
 
-@operator("add_rms_norm_bwd", _add_rms_norm_bwd_fake)
-def _add_rms_norm_bwd_op(dy: torch.Tensor, dh: torch.Tensor | None, h: torch.Tensor, weight: torch.Tensor | None,
+def _add_rms_norm_bwd_impl(dy: torch.Tensor, dh: torch.Tensor | None, h: torch.Tensor, weight: torch.Tensor | None,
                          rstd: torch.Tensor, x_dtype: torch.dtype,
                          gain_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _backward(dy, dh, h, weight, rstd, x_dtype, h.dtype, gain_grad)
+    launch, dx, dr, partial = _backward(dy, dh, h, weight, rstd, x_dtype, h.dtype, gain_grad)
+    wrap_triton(_rms_norm_bwd)[launch.grid](*launch.args, **launch.kwargs)
+    return dx, dr, _gain_gradient(partial, weight, rstd, gain_grad)
+
+
+_add_rms_norm_bwd_op = operator("add_rms_norm_bwd", _add_rms_norm_bwd_fake)(_add_rms_norm_bwd_impl)
 
 
 def _add_rms_norm_setup(ctx, inputs, output):
     x, residual, weight, _, _ = inputs
     _, h, rstd = output
     ctx.x_dtype, ctx.residual_dtype = x.dtype, residual.dtype
+    ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not zeros
     ctx.save_for_backward(h, weight, rstd)
 
 
 def _add_rms_norm_grad(ctx, dy, dh, _drstd):
+    if dy is None:  # the normalised output is unused: h = x + residual passes dh through, the gain gets no gradient
+        if dh is None:
+            return None, None, None, None, None
+        return dh.to(ctx.x_dtype), dh.to(ctx.residual_dtype), None, None, None
     h, weight, rstd = ctx.saved_tensors
     gain_grad = weight is not None and ctx.needs_input_grad[2]
     dx, dres, dw = torch.ops.mupbench.add_rms_norm_bwd(dy, dh, h, weight, rstd, ctx.x_dtype, gain_grad)

@@ -7,9 +7,13 @@
   that spill registers, are recorded and skipped. The result is a JSON file in the pinned table's layout: point
   MUPBENCH_KERNEL_CONFIGS at it to use it, or copy its "attention" entries into kernels/pinned.py to pin it.
 - `compile_report(...)` (no GPU needed): compiles every candidate for a GPU architecture (sm_90 by default) with
-  Triton's own ptxas and reads registers and spill (stack) bytes with cuobjdump, which is how the candidates'
-  `max_head_dim` limits were set. It reports what the local Triton version compiles; the GPU tests check the
-  compiled kernels' spills again on the GPU's own Triton.
+  Triton's own ptxas and reads registers and spill (stack) bytes with cuobjdump, shared memory and the MMA
+  instructions (wgmma shapes, or mma.sync) from the build, which is how the candidates' `max_head_dim` limits were
+  set. The build is the one the JIT makes at run time: the operators' real launch arguments at the benchmarks' shape
+  are recorded (kernels/library.py `recorded_launches`) and specialised by Triton's own JIT binder (`specialise`), so
+  pointer and stride alignment hints match; tests/test_kernels_library.py checks the hints, and on a GPU
+  tests/test_kernels_cuda.py checks that the offline build hashes and allocates like the JIT's. It reports what the
+  local Triton version compiles.
 
 Nothing here parses arguments: the CLI passes values in.
 """
@@ -39,24 +43,73 @@ def _cuobjdump() -> str:
     return os.path.join(os.path.dirname(compiler.__file__), "bin", "cuobjdump")
 
 
-def _signature(kernel, constexprs: dict, element: str) -> dict[str, str]:
-    """Argument types for triton.compile: upper-case names are pointers (fp32 for LSE/DELTA/RSTD), the rest ints."""
-    sig = {}
-    for name in kernel.arg_names:
-        if name in constexprs:
-            sig[name] = "constexpr"
-        elif name in ("sm_scale", "eps"):
-            sig[name] = "fp32"
-        elif name in ("LSE", "DELTA", "RSTD", "DW_PARTIAL"):
-            sig[name] = "*fp32"
-        elif name.isupper() and name not in ("H", "T", "GROUP", "N_BLOCKS", "H_PROGRAMS"):
-            sig[name] = f"*{element}"
-        else:
-            sig[name] = "i32"
-    return sig
+# The shape the offline compile specialises for: what the benchmarks and the presets run (16 heads, T 1024; batch does
+# not enter the specialisation: it is in the grid and in strides that are multiples of 16 anyway).
+COMPILE_SHAPE = {"batch": 1, "heads": 16, "seq": 1024}
 
 
-def _resources(cubin: bytes) -> dict[str, int]:
+def attention_launches(fwd: configs.FwdConfig, bwd: configs.BwdConfig, head_dim: int, causal: bool = True,
+                       kv_heads: int | None = None, dtype: torch.dtype = torch.bfloat16, batch: int | None = None,
+                       heads: int | None = None, seq: int | None = None, layout: str = "bhtd") -> list[tuple]:
+    """The launches (kernel, grid, args, kwargs) the attention operators make for one forward and backward at this
+    shape, recorded from the operator bodies themselves on CPU tensors (nothing runs): the arguments the JIT sees."""
+    from mupbench.kernels import flash_attention as fa
+    from mupbench.kernels.library import recorded_launches
+
+    batch, heads, seq = (batch or COMPILE_SHAPE["batch"], heads or COMPILE_SHAPE["heads"],
+                         seq or COMPILE_SHAPE["seq"])
+    kv_heads = kv_heads or heads
+
+    def make(h):
+        if layout == "bthd":  # a transposed view of (B, T, H, D), as the model makes q, k, v
+            return torch.empty(batch, seq, h, head_dim, dtype=dtype).transpose(1, 2)
+        return torch.empty(batch, h, seq, head_dim, dtype=dtype)
+
+    q, k, v = make(heads), make(kv_heads), make(kv_heads)
+    with recorded_launches(fa) as launches:
+        o, lse = fa._attn_fwd_impl(q, k, v, 1.0 / head_dim, causal, list(fwd.launch), list(bwd.launch))
+        fa._attn_bwd_impl(torch.empty_like(o), q, k, v, o, lse, 1.0 / head_dim, causal, list(bwd.launch))
+    return launches
+
+
+def specialise(kernel, args: tuple, kwargs: dict, capability: int = 90):
+    """(target, signature, constexprs, attrs, options) of `kernel` launched with these arguments, computed by the JIT's
+    own binder and argument packing (triton.runtime.jit: create_function_from_signature, JITFunction._pack_args, as
+    in JITFunction.run): the same types, constants and divisibility/alignment hints (tt.divisibility = 16 on pointers
+    and on integers that are multiples of 16) as at run time, for sm_<capability>, with no GPU."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    target = GPUTarget("cuda", capability, 32)
+    backend = make_backend(target)
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    kwargs = {"debug": kernel.debug, **kwargs}
+    bound_args, specialization, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound_args, specialization, options)
+    return target, signature, constexprs, attrs, options
+
+
+def compile_launch(kernel, args: tuple, kwargs: dict, capability: int = 90):
+    """The CompiledKernel the JIT would build for this launch on sm_<capability>, built offline (no GPU needed)."""
+    import triton
+    from triton.compiler import ASTSource
+
+    target, signature, constexprs, attrs, options = specialise(kernel, args, kwargs, capability)
+    return triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target, options=options.__dict__)
+
+
+def resources(compiled) -> dict:
+    """Registers, spill (stack) bytes, shared memory and the MMA instructions of a compiled kernel."""
+    ptx = compiled.asm.get("ptx", "")
+    wgmma = sorted(set(re.findall(r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)", ptx)),
+                   key=lambda s: [int(n) for n in re.findall(r"\d+", s)])
+    mma = "wgmma " + "/".join(wgmma) if wgmma else ("mma.sync" if "mma.sync" in ptx else "none")
+    return {**_cuobjdump_resources(compiled.asm["cubin"]), "smem_kb": round(compiled.metadata.shared / 1024),
+            "mma": mma}
+
+
+def _cuobjdump_resources(cubin: bytes) -> dict[str, int]:
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(cubin)
     try:
@@ -68,34 +121,34 @@ def _resources(cubin: bytes) -> dict[str, int]:
     return {"registers": int(regs.group(1)) if regs else -1, "spill_bytes": int(stack.group(1)) if stack else -1}
 
 
-def compile_one(kernel, constexprs: dict, warps: int, stages: int, capability: int = 90,
-                element: str = "bf16") -> dict[str, int]:
-    """Registers and stack (spill) bytes of one kernel specialisation compiled for sm_<capability>, no GPU needed."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    src = ASTSource(fn=kernel, signature=_signature(kernel, constexprs, element), constexprs=constexprs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32),
-                              options={"num_warps": warps, "num_stages": stages})
-    return _resources(compiled.asm["cubin"])
-
-
-def compile_report(head_dims=(64, 128), capability: int = 90, causal: bool = True) -> list[dict]:
-    """Every candidate forward and backward config at each padded head dim (bf16), compiled for sm_<capability>."""
+def compile_config(config, head_dim: int, capability: int = 90, causal: bool = True) -> dict:
+    """Resources of one candidate (forward or backward config) at a padded head dim, compiled offline as the JIT
+    builds it for the benchmarks' shape (bf16, MHA)."""
     from mupbench.kernels import flash_attention as fa
 
+    is_fwd = isinstance(config, configs.FwdConfig)
+    fwd = config if is_fwd else configs.FWD_CANDIDATES[0]
+    bwd = configs.BWD_CANDIDATES[0] if is_fwd else config
+    wanted = fa._attn_fwd if is_fwd else fa._attn_bwd
+    kernel, _, args, kwargs = next(launch for launch in attention_launches(fwd, bwd, head_dim, causal)
+                                   if launch[0] is wanted)
+    return resources(compile_launch(kernel, args, kwargs, capability))
+
+
+def compile_report(head_dims=(64, 128), capability: int = 90, causal: bool = True, candidates=None) -> list[dict]:
+    """Every candidate forward and backward config at each padded head dim (bf16), compiled for sm_<capability> with
+    the runtime's specialisation."""
+    candidates = candidates or (*configs.FWD_CANDIDATES, *configs.BWD_CANDIDATES)
     rows = []
     for d in head_dims:
-        base = {"HEAD_DIM": d, "D_PAD": d, "CAUSAL": causal, "PRECISION": "tf32"}
-        for c in configs.FWD_CANDIDATES:
-            res = compile_one(fa._attn_fwd, {**base, "BLOCK_M": c.block_m, "BLOCK_N": c.block_n}, c.warps, c.stages,
-                              capability)
-            rows.append({"kernel": "fwd", "config": c.name, "head_dim": d, "fits": d <= c.max_head_dim, **res})
-        for c in configs.BWD_CANDIDATES:
-            consts = {**base, "HEADS_PER_PROGRAM": 1, "BLOCK": c.block, "BLOCK_M1": c.block_m1, "BLOCK_N2": c.block_n2}
-            res = compile_one(fa._attn_bwd, consts, c.warps, c.stages, capability)
-            rows.append({"kernel": "bwd", "config": c.name, "head_dim": d, "fits": d <= c.max_head_dim, **res})
+        for c in candidates:
+            kind = "fwd" if isinstance(c, configs.FwdConfig) else "bwd"
+            try:
+                res = compile_config(c, d, capability, causal)
+            except Exception as err:  # noqa: BLE001 - a candidate that does not compile is a result
+                res = {"error": f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"}
+            rows.append({"kernel": kind, "config": c.name, "head_dim": d, "fits": d <= c.max_head_dim, **res})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 

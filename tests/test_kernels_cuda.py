@@ -9,6 +9,12 @@
   with atol one unit in the last place of the dtype at the reference's largest magnitude (and 1e-5 for gradients that
   are exactly zero, as at sequence length 1).
 - A model trained a few hundred steps with the Triton kernels follows the torch-kernel run's loss curve.
+- The offline compile (kernels/tune.py) builds what the JIT runs: same compile hash, registers and spills.
+
+Tests marked `lease` are what `scripts/gpu-check --lease` runs within its two minutes for tests: bf16 correctness at
+the pinned configurations (interpreter shapes and realistic sizes), determinism, layouts, the offline compile against
+the JIT's build, and no spills. The rest (fp32, every candidate config, Inductor, the 300-step training runs) run in the
+full check.
 """
 from __future__ import annotations
 
@@ -90,10 +96,14 @@ def test_float32_matches_float64(case):
         assert r["err"] <= RTOL_FP32 * max(1.0, r["ref_max"]), f"{name}: {r}"
 
 
+_lease = pytest.mark.lease
+
+
 @pytest.mark.parametrize(
     "case, dtype",
-    [(c, torch.bfloat16) for c in RMS_NORM_CASES + ATTENTION_CASES + CONFIG_CASES + REALISTIC_RMS_NORM
+    [pytest.param(c, torch.bfloat16, marks=_lease) for c in RMS_NORM_CASES + ATTENTION_CASES + REALISTIC_RMS_NORM
      + REALISTIC_ATTENTION]
+    + [(c, torch.bfloat16) for c in CONFIG_CASES]
     + [(REALISTIC_ATTENTION[0], torch.float16), (REALISTIC_RMS_NORM[0], torch.float16)],
     ids=lambda v: v.id if hasattr(v, "id") else str(v).removeprefix("torch."),
 )
@@ -108,6 +118,7 @@ def test_16bit_within_flash_attention_bound(case, dtype):
         assert r["err"] <= bound, f"{name}: kernel error {r['err']:.3g} > {bound:.3g} (torch {dtype}: {torch_result[name]['err']:.3g})"
 
 
+@_lease
 @pytest.mark.parametrize("kv_heads", [16, 2, 1])
 def test_backward_is_deterministic(kv_heads):
     from mupbench.kernels import flash_attention
@@ -123,6 +134,7 @@ def test_backward_is_deterministic(kv_heads):
             assert torch.equal(a, b)
 
 
+@_lease
 def test_output_and_gradients_keep_the_input_layout():
     from mupbench.kernels import flash_attention
 
@@ -134,22 +146,43 @@ def test_output_and_gradients_keep_the_input_layout():
     assert (dq.stride(), dk.stride(), dv.stride()) == (q.stride(), k.stride(), v.stride())
 
 
+@_lease
 def test_pinned_configs_compile_without_spills():
-    """Checked offline with Triton 3.9 for sm_90 (kernels/configs.py); here with this GPU's Triton and architecture."""
-    from mupbench.kernels import configs, flash_attention, tune
+    """Checked offline with Triton 3.9 for sm_90 (kernels/configs.py); here with this GPU's Triton and architecture,
+    through the same offline build (which the next test ties to the JIT's)."""
+    from mupbench.kernels import configs, tune
 
     major, minor = torch.cuda.get_device_capability()
     spills = {}
     for d in (64, 128):
-        fwd, bwd, _ = configs.attention(torch.device("cuda"), d, torch.bfloat16, True, 1)
-        base = {"HEAD_DIM": d, "D_PAD": d, "CAUSAL": True, "PRECISION": "tf32"}
-        spills[f"{fwd.name} d{d}"] = tune.compile_one(
-            flash_attention._attn_fwd, {**base, "BLOCK_M": fwd.block_m, "BLOCK_N": fwd.block_n}, fwd.warps,
-            fwd.stages, major * 10 + minor)["spill_bytes"]
-        spills[f"{bwd.name} d{d}"] = tune.compile_one(
-            flash_attention._attn_bwd, {**base, "HEADS_PER_PROGRAM": 1, "BLOCK": bwd.block, "BLOCK_M1": bwd.block_m1,
-                                        "BLOCK_N2": bwd.block_n2}, bwd.warps, bwd.stages, major * 10 + minor)["spill_bytes"]
-    assert all(v == 0 for v in spills.values()), spills
+        for config in configs.attention(torch.device("cuda"), d, torch.bfloat16, True, 1)[:2]:
+            spills[f"{config.name} d{d}"] = tune.compile_config(config, d, major * 10 + minor)
+    assert all(r["spill_bytes"] == 0 for r in spills.values()), spills
+
+
+@_lease
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_offline_compile_builds_what_the_jit_runs(head_dim):
+    """The pinned configs' forward and backward, launched through the JIT at the benchmarks' shape, against the offline
+    build of the same launches (kernels/tune.py): the same compile hash, registers and spills."""
+    import triton
+
+    from mupbench.kernels import configs, tune
+
+    major, minor = torch.cuda.get_device_capability()
+    fwd, bwd, _ = configs.attention(torch.device("cuda"), head_dim, torch.bfloat16, True, 1)
+    shape = tune.COMPILE_SHAPE
+    for kernel, grid, args, kwargs in tune.attention_launches(fwd, bwd, head_dim):
+        args = tuple(torch.randn(a.shape, dtype=a.dtype, device="cuda").as_strided(a.shape, a.stride())
+                     if isinstance(a, torch.Tensor) else a for a in args)
+        jit = kernel[grid](*args, **kwargs)
+        offline = tune.compile_launch(kernel, args, kwargs, major * 10 + minor)
+        offline._init_handles()  # loads it: registers and spills come from the driver, as for the JIT's kernel
+        assert offline.hash == jit.hash, (kernel.__name__, shape)
+        assert (offline.n_regs, offline.n_spills) == (jit.n_regs, jit.n_spills), kernel.__name__
+        assert jit.n_spills == 0, (kernel.__name__, jit.n_regs, jit.n_spills)
+    torch.cuda.synchronize()
+    assert triton.__version__
 
 
 def test_compiled_model_matches_eager(monkeypatch):

@@ -2,7 +2,9 @@
 the output and every gradient (dx, dgain; dx, dresidual, dgain of the fused residual add; dq, dk, dv) on odd shapes
 (kernels/testing.py lists them), every candidate attention launch configuration, and a small harness model, forward
 and backward, against the same model on the torch kernels, eager and under `torch.compile(fullgraph=True)`. Also:
-16-bit inputs are refused there (the interpreter has no bf16 arithmetic), and double backward raises.
+bf16 inputs are refused there (the interpreter has no bf16 arithmetic) while fp16 runs, the int64 row-offset path
+(forced at a small size), the fused add's gain gradient (None when only the new residual is used), and double
+backward raises.
 
 Why child processes: Triton reads TRITON_INTERPRET when a kernel is decorated, i.e. when kernels/rmsnorm.py and
 kernels/flash_attention.py are first imported, and a process imports them once. Setting the variable from a conftest
@@ -117,14 +119,17 @@ def _model_errors() -> dict:
 
 
 def _checks() -> dict:
-    """Refusals and errors that must be loud: 16-bit inputs under the interpreter; double backward."""
+    """Refusals and errors that must be loud (bf16 inputs under the interpreter; double backward), and what runs there
+    beyond the float32 cases: fp16 inputs, the int64 row-offset path, the fused add's gain gradient when only the new
+    residual is used."""
     from mupbench import kernels
+    from mupbench.kernels import flash_attention, reference
     out = {}
     x = torch.randn(4, 32)
     q = torch.randn(1, 2, 8, 16)
     for name, call in (
         ("rms_norm bf16", lambda: kernels.rms_norm(x.bfloat16(), None)),
-        ("add_rms_norm fp16", lambda: kernels.add_rms_norm(x.half(), x, None)),
+        ("add_rms_norm bf16", lambda: kernels.add_rms_norm(x.bfloat16(), x, None)),
         ("attention bf16", lambda: kernels.attention(q.bfloat16(), q.bfloat16(), q.bfloat16(), 0.25)),
     ):
         try:
@@ -143,6 +148,36 @@ def _checks() -> dict:
             out[f"double backward {name}"] = "no error"
         except RuntimeError as err:
             out[f"double backward {name}"] = str(err)
+
+    # fp16: relative error against the float32 reference on the same (fp16-rounded) inputs
+    gen = torch.Generator().manual_seed(3)
+    xh, rh = (torch.randn(7, 96, generator=gen).half() for _ in range(2))
+    wh = (torch.rand(96, generator=gen) + 0.5).half()
+    qh, kh, vh = (torch.randn(1, 4, 37, 32, generator=gen).half() for _ in range(3))
+    pairs = {"rms_norm": (kernels.rms_norm(xh, wh), reference.rms_norm(xh.float(), wh.float())),
+             "add_rms_norm": (kernels.add_rms_norm(xh, rh, wh)[0], reference.add_rms_norm(xh.float(), rh.float(),
+                                                                                        wh.float())[0]),
+             "attention": (kernels.attention(qh, kh, vh, 1 / 32), reference.attention(qh.float(), kh.float(),
+                                                                                   vh.float(), 1 / 32))}
+    out["fp16"] = {name: ((a.float() - b).abs().max() / b.abs().max()).item() for name, (a, b) in pairs.items()}
+
+    # int64 row offsets (the path T × stride ≥ 2³¹ takes), forced at a small size
+    previous = flash_attention.ROWS64_AT
+    flash_attention.ROWS64_AT = 0
+    try:
+        case = AttentionCase(1, 4, 2, 45, 32, causal=True, layout="bthd")
+        out["rows64"] = measure_attention(case, torch.float32, "cpu")
+    finally:
+        flash_attention.ROWS64_AT = previous
+
+    # add_rms_norm with only the new residual h used: the gain gets no gradient (None), x and the residual get dh
+    xg, rg, wg = (torch.randn(3, 64, requires_grad=True), torch.randn(3, 64, requires_grad=True),
+                  torch.ones(64, requires_grad=True))
+    _, h = kernels.add_rms_norm(xg, rg, wg)
+    (h * 2).sum().backward()
+    out["gain grad, y unused"] = {"gain": None if wg.grad is None else "a tensor",
+                                  "x": xg.grad.tolist() == torch.full((3, 64), 2.0).tolist(),
+                                  "residual": rg.grad.tolist() == torch.full((3, 64), 2.0).tolist()}
     return out
 
 
@@ -218,11 +253,29 @@ def test_model_matches_torch_kernels_eager_and_compiled(results: dict) -> None:
     assert max(errors.values()) <= 1e-4, {k: f"{v:.2g}" for k, v in errors.items() if v > 1e-4}
 
 
-@pytest.mark.parametrize("name", ["rms_norm bf16", "add_rms_norm fp16", "attention bf16"])
-def test_16bit_inputs_are_refused_under_the_interpreter(results: dict, name: str) -> None:
+@pytest.mark.parametrize("name", ["rms_norm bf16", "add_rms_norm bf16", "attention bf16"])
+def test_bf16_inputs_are_refused_under_the_interpreter(results: dict, name: str) -> None:
     checks = results["checks"]
     assert "exception" not in checks, checks["exception"]
     assert "TRITON_INTERPRET" in checks[name] and "float32" in checks[name], checks[name]
+
+
+def test_fp16_runs_under_the_interpreter(results: dict) -> None:
+    checks = results["checks"]
+    assert "exception" not in checks, checks["exception"]
+    # fp16 outputs (and, for attention, fp16 probabilities into the PV product): a few fp16 ulps of the largest value
+    assert set(checks["fp16"]) == {"rms_norm", "add_rms_norm", "attention"}
+    assert all(err < 4e-3 for err in checks["fp16"].values()), checks["fp16"]
+
+
+def test_int64_row_offsets_match_the_reference(results: dict) -> None:
+    result = results["checks"]["rows64"]
+    for name in ("o", "dq", "dk", "dv"):
+        assert result[name]["err"] <= RTOL * max(1.0, result[name]["ref_max"]), (name, result[name])
+
+
+def test_fused_add_gives_the_gain_no_gradient_when_only_the_residual_is_used(results: dict) -> None:
+    assert results["checks"]["gain grad, y unused"] == {"gain": None, "x": True, "residual": True}
 
 
 @pytest.mark.parametrize("name", ["rms_norm", "attention"])

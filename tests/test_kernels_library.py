@@ -52,26 +52,152 @@ def test_backend_records_what_ran_per_device():
 
 
 @needs_compiler_triton
-def test_grids_stay_within_cuda_limits(monkeypatch):
+def test_grids_stay_within_cuda_limits():
     """B·H = 70,000 (> 65,535, CUDA's limit on grid axes 1 and 2): every launch's grid is 1-D, below 2³¹."""
     from mupbench.kernels import flash_attention, rmsnorm
+    from mupbench.kernels.library import recorded_launches
 
-    grids = []
-    monkeypatch.setattr(flash_attention, "launch", lambda kernel, grid, *a, **k: grids.append((kernel, grid)))
-    monkeypatch.setattr(rmsnorm, "launch", lambda kernel, grid, *a, **k: grids.append((kernel, grid)))
-    for kv_heads in (70_000, 1):
-        q = torch.randn(70_000, 1, 3, 16)
-        k = torch.randn(70_000 // max(1, 70_000 // kv_heads), 1, 3, 16).expand(70_000, 1, 3, 16).contiguous()
-        q_ = q.view(1, 70_000, 3, 16)
-        k_ = k.view(1, 70_000, 3, 16)[:, :kv_heads]
-        o, lse = torch.ops.mupbench.flash_attn(q_, k_, k_, 0.25, True)
-        torch.ops.mupbench.flash_attn_bwd(o, q_, k_, k_, o, lse, 0.25, True)
-    torch.ops.mupbench.rms_norm(torch.randn(70_000, 16), None, 1e-6)
-    names = {getattr(kernel, "__name__", str(kernel)) for kernel, _ in grids}
+    fwd, bwd = configs.FWD_CANDIDATES[0].launch, configs.BWD_CANDIDATES[0].launch
+    with recorded_launches(flash_attention, rmsnorm) as launches:
+        for kv_heads in (70_000, 1):
+            q = torch.randn(70_000, 1, 3, 16)
+            k = torch.randn(70_000 // max(1, 70_000 // kv_heads), 1, 3, 16).expand(70_000, 1, 3, 16).contiguous()
+            q_ = q.view(1, 70_000, 3, 16)
+            k_ = k.view(1, 70_000, 3, 16)[:, :kv_heads]
+            o, lse = torch.ops.mupbench.flash_attn(q_, k_, k_, 0.25, True, list(fwd), list(bwd))
+            torch.ops.mupbench.flash_attn_bwd(o, q_, k_, k_, o, lse, 0.25, True, list(bwd))
+        torch.ops.mupbench.rms_norm(torch.randn(70_000, 16), None, 1e-6)
+    names = {getattr(kernel, "__name__", str(kernel)) for kernel, *_ in launches}
     assert {"_attn_fwd", "_bwd_preprocess", "_attn_bwd", "_rms_norm_fwd"} <= names, names
-    for kernel, grid in grids:
+    for kernel, grid, *_ in launches:
         assert len(grid) == 1 and 0 < grid[0] < 2**31, (kernel, grid)
-    assert max(grid[0] for _, grid in grids) >= 70_000
+    assert max(grid[0] for _, grid, *_ in launches) >= 70_000
+
+
+def _wrapped_kernels(fn) -> set[str]:
+    """Names N in `wrap_triton(N)` calls written in fn's own body: what an older torch's scan of a triton_op finds (it
+    does not follow helper functions)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    return {node.args[0].id for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "wrap_triton"
+            and node.args and isinstance(node.args[0], ast.Name)}
+
+
+@needs_compiler_triton
+def test_operator_bodies_launch_their_kernels_where_torch_compile_finds_them():
+    """torch.compile's caches key on the kernels torch finds in an operator's body: each body names its kernels in
+    `wrap_triton(kernel)[grid](...)` itself, and torch's own scan (where this torch has it) finds them."""
+    from mupbench.kernels import flash_attention as fa, rmsnorm as rn
+
+    expected = {fa._attn_fwd_impl: {"_attn_fwd"}, fa._attn_bwd_impl: {"_bwd_preprocess", "_attn_bwd"},
+                rn._rms_norm_impl: {"_rms_norm_fwd"}, rn._add_rms_norm_impl: {"_rms_norm_fwd"},
+                rn._rms_norm_bwd_impl: {"_rms_norm_bwd"}, rn._add_rms_norm_bwd_impl: {"_rms_norm_bwd"}}
+    for fn, kernels_ in expected.items():
+        assert _wrapped_kernels(fn) == kernels_, fn.__name__
+    found = getattr(torch._library.triton, "get_triton_kernels_for_op", None)
+    if found is not None:
+        for name, kernels_ in (("flash_attn", {"_attn_fwd"}), ("flash_attn_bwd", {"_bwd_preprocess", "_attn_bwd"}),
+                               ("add_rms_norm", {"_rms_norm_fwd"}), ("rms_norm_bwd", {"_rms_norm_bwd"})):
+            assert {getattr(k, "__name__", None) for k in found(f"mupbench::{name}")} >= kernels_, name
+
+
+@needs_compiler_triton
+@pytest.mark.filterwarnings("ignore")
+def test_a_config_change_changes_what_a_compiled_model_launches(monkeypatch, tmp_path):
+    """The attention configuration is an argument of the operator, read once while tracing: a compiled function's
+    graph (what torch.compile caches, keyed on the graph) carries it, and a different table compiles to launches of
+    the other config."""
+    import json
+
+    from torch._dynamo.backends.debugging import aot_eager
+
+    from mupbench.kernels import flash_attention as fa
+    from mupbench.kernels.library import recorded_launches
+
+    monkeypatch.setattr(fa, "unsupported", lambda *args: None)  # CPU tensors: nothing is launched, only recorded
+    monkeypatch.setattr(configs, "arch", lambda device: "sm90")
+    first, second = configs.FWD_CANDIDATES[0], next(c for c in configs.FWD_CANDIDATES if c.block_m != 
+                                                     configs.FWD_CANDIDATES[0].block_m)
+    table = tmp_path / "tuned.json"
+    graphs, launched = [], []
+
+    def backend(gm, inputs):
+        graphs.append(gm.code)
+        return aot_eager(gm, inputs)
+
+    def f(q, k, v):
+        return fa.attention(q, k, v, 1 / 64, True) * 2
+
+    q, k, v = (torch.randn(1, 2, 64, 64) for _ in range(3))
+    for fwd in (first, second):
+        entry = {"fwd": {n: getattr(fwd, n) for n in ("block_m", "block_n", "warps", "stages")},
+                 "bwd": {n: getattr(configs.BWD_CANDIDATES[0], n)
+                         for n in ("block", "block_m1", "block_n2", "warps", "stages")}, "source": "test"}
+        table.write_text(json.dumps({"attention": {"sm90/d64/float32/causal/g1": entry}}))
+        monkeypatch.setenv(configs.TABLE_ENV, str(table))
+        torch._dynamo.reset()  # a new process, as far as dynamo is concerned
+        with recorded_launches(fa) as launches:
+            torch.compile(f, backend=backend, fullgraph=True)(q, k, v)
+        launched.append({kw["BLOCK_M"] for kernel, _, _, kw in launches if kernel is fa._attn_fwd})
+    assert launched == [{first.block_m}, {second.block_m}]
+    assert str(list(first.launch)) in graphs[0] and str(list(second.launch)) in graphs[1], graphs
+
+
+@needs_compiler_triton
+def test_offline_compile_specialises_like_the_jit(monkeypatch):
+    """kernels/tune.py's offline build (what `bench tune --compile-only` and the limits in configs.py rest on) takes
+    the signature, constants, alignment hints and options that JITFunction.run itself computes for the same launch:
+    the run path is driven here up to its compile call with a stand-in sm_90 driver, and must agree."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime.driver import driver
+    from triton.runtime.jit import JITFunction
+
+    from mupbench.kernels import flash_attention as fa, rmsnorm, tune
+    from mupbench.kernels.library import recorded_launches
+
+    class Sm90:  # what JITFunction.run asks of the driver before compiling
+        def get_current_target(self):
+            return GPUTarget("cuda", 90, 32)
+
+        def get_current_device(self):
+            return "offline-sm90-test"
+
+        def get_current_stream(self, device):
+            return 0
+
+    seen = []
+    monkeypatch.setattr(JITFunction, "_do_compile", lambda self, key, signature, device, constexprs, options, attrs,
+                        warmup: seen.append((signature, constexprs, attrs, options)))
+    launches = tune.attention_launches(configs.FWD_CANDIDATES[0], configs.BWD_CANDIDATES[0], 128, kv_heads=4,
+                                       layout="bthd")
+    with recorded_launches(rmsnorm) as rms:
+        torch.ops.mupbench.add_rms_norm(torch.empty(8, 1000), torch.empty(8, 1000), torch.empty(1000), 1e-6,
+                                        torch.bfloat16)
+    previous = driver._active
+    driver.set_active(Sm90())
+    try:
+        for kernel, grid, args, kwargs in launches + rms:
+            seen.clear()
+            kernel[grid](*args, **kwargs)
+            (signature, constexprs, attrs, options), = seen
+            _, off_signature, off_constexprs, off_attrs, off_options = tune.specialise(kernel, args, kwargs, 90)
+            assert (off_signature, off_constexprs, off_attrs) == (signature, constexprs, attrs), kernel.__name__
+            assert off_options == options, kernel.__name__
+            # the runtime's alignment hints are there: every pointer and every multiple-of-16 integer
+            hinted = {i for (i,), hints in attrs.items() if ["tt.divisibility", 16] in hints}
+            for i, arg in enumerate(args):
+                if isinstance(arg, torch.Tensor):
+                    assert i in hinted, (kernel.__name__, kernel.arg_names[i])
+                elif isinstance(arg, int) and arg % 16 == 0 and arg not in (0,):
+                    assert i in hinted, (kernel.__name__, kernel.arg_names[i])
+    finally:
+        driver._active = previous
+    assert triton.__version__
 
 
 @needs_compiler_triton
@@ -83,7 +209,8 @@ def test_operators_trace_with_fake_tensors():
 
     def joint(q, k, v, x, r, w):
         ops = torch.ops.mupbench  # the public wrappers refuse CPU tensors; fake tracing does not run the kernels
-        o = ops.flash_attn(q, k, v, 0.25, True)[0]
+        o = ops.flash_attn(q, k, v, 0.25, True, list(configs.FWD_CANDIDATES[0].launch),
+                           list(configs.BWD_CANDIDATES[0].launch))[0]
         y, h, _ = ops.add_rms_norm(x, r, w, 1e-6, torch.bfloat16)
         z = ops.rms_norm(h, w, 1e-6)[0]
         loss = o.float().sum() + y.float().sum() + z.sum()

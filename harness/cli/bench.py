@@ -15,7 +15,11 @@ def add_parser(sub) -> None:
     k = what.add_parser("kernels", help="RMSNorm, attention and the training step vs torch eager, compile and SDPA")
     k.add_argument("--out", type=Path, default=Path("reports/benchmarks"),
                    help="directory for the JSON and markdown results (default: reports/benchmarks)")
-    k.add_argument("--quick", action="store_true", help="fewer shapes and shorter timings: a smoke run of a few minutes")
+    size = k.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer shapes and shorter timings: a smoke run")
+    size.add_argument("--lease", action="store_true",
+                      help="every baseline at the target shapes, short timings: about three minutes (scripts/gpu-check "
+                           "--lease runs it)")
     k.add_argument("--no-graphs", action="store_true", help="skip the CUDA-graph timings")
     k.add_argument("--no-train-step", action="store_true", help="skip the training-step benchmark")
     k.set_defaults(func=cmd_bench_kernels)
@@ -24,7 +28,8 @@ def add_parser(sub) -> None:
                    help="JSON file for the tuned table (default: reports/benchmarks/pinned-configs-<gpu>.json)")
     t.add_argument("--quick", action="store_true", help="only the first two shapes")
     t.add_argument("--compile-only", action="store_true",
-                   help="no GPU needed: compile every candidate for sm_90 and print registers and spill bytes")
+                   help="no GPU needed: compile every candidate for sm_90 as the JIT would and print registers, "
+                        "spill bytes, shared memory and MMA instructions")
     t.set_defaults(func=cmd_bench_tune)
 
 
@@ -34,7 +39,8 @@ def cmd_bench_kernels(args) -> int:
     train_step = None
     if not args.no_train_step:
         from mupbench.train_bench import measure_train_step as train_step
-    return run(args.out, quick=args.quick, train_step=train_step, graphs=not args.no_graphs)
+    size = "quick" if args.quick else "lease" if args.lease else "full"
+    return run(args.out, size=size, train_step=train_step, graphs=not args.no_graphs)
 
 
 def cmd_bench_tune(args) -> int:
@@ -42,9 +48,11 @@ def cmd_bench_tune(args) -> int:
 
     if args.compile_only:
         rows = tune.compile_report()
-        print(text_table(["kernel", "config", "head dim", "registers", "spill bytes", "kept at this head dim"],
-                         [[r["kernel"], r["config"], r["head_dim"], r["registers"], r["spill_bytes"],
-                           "yes" if r["fits"] else "no"] for r in rows]))
+        print(text_table(["kernel", "config", "head dim", "registers", "spill bytes", "shared KB", "MMA",
+                          "kept at this head dim"],
+                         [[r["kernel"], r["config"], r["head_dim"], r.get("registers", "-"), r.get("spill_bytes", "-"),
+                           r.get("smem_kb", "-"), r.get("mma", r.get("error", "-")), "yes" if r["fits"] else "no"]
+                          for r in rows]))
         return 0
     reason = bench.unavailable_reason()
     if reason:
