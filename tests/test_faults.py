@@ -454,7 +454,7 @@ def test_grids_that_cannot_be_judged_are_refused_before_writing(extra, fragment,
 
 @pytest.mark.parametrize("extra, fragment", [
     (["--base-width", "0"], "--base-width must be a positive integer"),
-    (["--seeds", "-1"], "is not a seed"),
+    (["--seeds", "-1"], "is not an integer seed (>= 0)"),
     (["--out", "/proc/mupbench-test"], "cannot write"),
 ])
 def test_coord_check_refuses_bad_input_before_its_work(extra, fragment, capsys):
@@ -530,3 +530,129 @@ def test_an_edited_baseline_is_warned_about_or_refused(edit, fragment, status, t
     assert got == status and fragment in captured.out + captured.err
     if status == 0:
         assert main(["gate", str(d), "--baseline", str(baseline), "--strict"]) == 1
+
+
+# --- a user's model: every hook and the model itself checked once, before any training -------------------------------
+BROKEN_MODELS = '''
+import torch
+import torch.nn as nn
+
+
+class Small(nn.Module):
+    def __init__(self, width, vocab=256):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, width)
+        self.hidden = nn.Linear(width, width, bias=False)
+        self.head = nn.Linear(width, vocab, bias=False)
+
+    def forward(self, tokens):
+        return self.head(torch.relu(self.hidden(self.emb(tokens))))
+
+
+def ignores_width(width):
+    return Small(32)
+
+
+class Tied(Small):
+    def __init__(self, width):
+        super().__init__(width)
+        self.head.weight = self.emb.weight
+
+
+class TiedNamed(Tied):
+    mup_roles = {"emb.weight": "embedding"}
+
+
+class RolesRaise(Small):
+    def mup_roles(self):
+        raise RuntimeError("roles boom")
+
+
+class NoParameters(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+
+    def forward(self, tokens):
+        return torch.zeros(*tokens.shape, 256)
+
+
+class NoGradInEval(Small):
+    def forward(self, tokens):
+        with torch.no_grad():
+            return super().forward(tokens)
+
+
+class Fails(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("backward boom")
+
+
+class BackwardRaises(Small):
+    def forward(self, tokens):
+        return Fails.apply(super().forward(tokens))
+
+
+class GroupsRaise(Small):
+    def mup_parameter_groups(self, lr):
+        raise ValueError("groups boom")
+
+
+class GroupsMiss(Small):
+    def mup_parameter_groups(self, lr):
+        return [{"params": [self.emb.weight, self.hidden.weight], "lr": lr}]
+
+
+class GroupsTwice(Tied):
+    mup_roles = {"emb.weight": "embedding"}
+
+    def mup_parameter_groups(self, lr):
+        return [{"params": [self.emb.weight, self.hidden.weight], "lr": lr}, {"params": [self.head.weight], "lr": lr}]
+
+
+def on_meta(width):
+    with torch.device("meta"):
+        return Small(width)
+'''
+
+BROKEN = {  # factory: a fragment of the one-line error
+    "ignores_width": "ignores its width argument",
+    "Tied": "are one tensor (tied weights)",
+    "RolesRaise": "mup_roles() raised RuntimeError: roles boom",
+    "NoParameters": "has no parameters",
+    "NoGradInEval": "do not require grad",
+    "BackwardRaises": "RuntimeError: backward boom",
+    "GroupsRaise": "raised ValueError: groups boom",
+    "GroupsMiss": "leaves out head.weight",
+    "GroupsTwice": "puts emb.weight in two groups",
+    "on_meta": "on the meta device",
+}
+
+
+@pytest.fixture(scope="module")
+def broken_models(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("broken") / "broken.py"
+    path.write_text(BROKEN_MODELS)
+    return path
+
+
+@pytest.mark.parametrize("factory", list(BROKEN))
+def test_a_broken_model_or_hook_is_refused_before_any_work(factory, broken_models, corpus_file, tmp_path, capsys):
+    model = f"{broken_models}:{factory}"
+    start = time.monotonic()
+    assert BROKEN[factory] in refused(["coord-check", "--widths", "32,64,128", "--steps", "1", "--model", model], capsys)
+    out = tmp_path / "sweep"
+    assert BROKEN[factory] in refused(["run", *MICRO, "--data", str(corpus_file), "--out", str(out), "--model", model],
+                                      capsys, out)
+    assert time.monotonic() - start < 20  # nothing trained
+
+
+def test_tied_weights_named_in_mup_roles_are_accepted(broken_models):
+    from mupbench import byo
+
+    source = byo.resolve(f"{broken_models}:TiedNamed")
+    byo.validate(byo.load_factory(source), (16, 32), 16, ("mup", "sp"), False, source.label, 0.01, vocab_size=256)

@@ -50,15 +50,25 @@ from mupbench.byo.groups import (
     prepare,
     reinitialise,
     uses_hook,
+    validate,
     with_model,
 )
-from mupbench.byo.loading import ModelSource, call_factory, check_forward, load_factory, resolve, source_from_entry
+from mupbench.byo.loading import (
+    ModelSource,
+    call_factory,
+    check_backward,
+    check_forward,
+    load_factory,
+    resolve,
+    source_from_entry,
+)
 from mupbench.byo.shapes import HOOK_ROLES, KIND_TEXT, TensorInfo, describe, infer, partner_width
 from mupbench.config import BYO_SPEC_KEY as SPEC_KEY
 
 __all__ = [
     "HOOK_GROUPS", "HOOK_ROLES", "KIND_TEXT", "SPEC_KEY", "STORE_META_KEY", "ModelSource", "Prepared", "Scale",
-    "TensorInfo", "build_for_spec", "call_factory", "check_forward", "describe", "hook_sets_weight_decay", "infer",
+    "TensorInfo", "build_for_spec", "call_factory", "check_backward", "check_forward", "describe",
+    "hook_sets_weight_decay", "infer",
     "is_byo", "load_factory", "model_entry", "model_field_changes", "parameter_groups", "partner_width", "prepare",
-    "reinitialise", "resolve", "source_from_entry", "uses_hook", "with_model",
+    "reinitialise", "resolve", "source_from_entry", "uses_hook", "validate", "with_model",
 ]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from mupbench.byo.loading import call_factory, load_factory, source_from_entry
-from mupbench.byo.shapes import TensorInfo, infer
+from mupbench.byo.loading import call_factory, check_backward, check_forward, load_factory, source_from_entry
+from mupbench.byo.shapes import TensorInfo, infer, partner_width
 from mupbench.config import BYO_SPEC_KEY as SPEC_KEY
 from mupbench.errors import UserError
 from mupbench.parameterization import PARAMETERIZATIONS, rule
@@ -172,6 +172,26 @@ def prepare(factory, width: int, base_width: int, parameterization: str, reinit:
     if reinit:
         reinitialise(model, infos, scale)
     return Prepared(model, infos, scale, label, reinit)
+
+
+def validate(factory, widths, base_width: int, parameterizations, reinit: bool, label: str, lr: float,
+             vocab_size: int | None = None) -> None:
+    """Everything the runs will ask of the model, asked once before any training, so that a broken model or hook is
+    one line (exit 2) and not one failed run per width: roles at two widths (a factory that ignores its width, tied
+    weights without mup_roles, a raising mup_roles), then at the smallest width under each parameterization the
+    parameters' device, the optimizer groups (a raising mup_parameter_groups, a parameter left out or listed twice),
+    and one forward (logits (B, T, V), V at least `vocab_size`) and backward pass."""
+    widths = sorted(widths)
+    infos = infer(factory, widths[0], partner_width(widths[0], widths), label)
+    for parameterization in parameterizations:
+        prepared = prepare(factory, widths[0], base_width, parameterization, reinit, label, infos=infos)
+        on_meta = [n for n, p in prepared.model.named_parameters() if p.is_meta]
+        if on_meta:
+            raise UserError(f"--model {label}: factory({widths[0]}) puts {', '.join(on_meta[:3])} on the meta device "
+                            "(no data to train): build the model on a real device")
+        prepared.groups(lr)
+        check_forward(prepared.model, label, vocab_size)
+        check_backward(prepared.model, label)
 
 
 # --- sweeps: run specs that carry a model ---------------------------------------------------------------------------

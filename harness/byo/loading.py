@@ -126,6 +126,26 @@ def call_factory(factory, width: int, label: str, device: str | torch.device | N
     return model
 
 
+def check_backward(model: nn.Module, label: str) -> None:
+    """One forward and backward pass in training mode on a (2, 8) batch: the logits must reach the parameters through
+    autograd (not computed under torch.no_grad(), not detached) and the backward must run. Gradients are cleared."""
+    tokens = torch.zeros(2, 8, dtype=torch.long)
+    model.train()
+    try:
+        out = model(tokens)
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            out.float().logsumexp(-1).mean().backward()
+    except (Exception, SystemExit) as e:  # user code: an exception or an exit is one line
+        raise UserError(f"--model {label}: a training step's forward and backward on token ids of shape (2, 8) raised "
+                        f"{type(e).__name__}: {e}") from None
+    if not (isinstance(out, torch.Tensor) and out.requires_grad):
+        raise UserError(f"--model {label}: its logits do not require grad in training mode (computed under "
+                        "torch.no_grad(), or detached): no update can reach the parameters")
+    if all(p.grad is None for p in model.parameters()):
+        raise UserError(f"--model {label}: no parameter received a gradient from the logits")
+    model.zero_grad(set_to_none=True)
+
+
 def check_forward(model: nn.Module, label: str, vocab_size: int | None = None) -> int:
     """Run a (2, 8) batch of token ids through the model; return V of its (B, T, V) logits."""
     tokens = torch.zeros(2, 8, dtype=torch.long)

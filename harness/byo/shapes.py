@@ -90,7 +90,10 @@ def _hook_roles(model: nn.Module, label: str) -> dict[str, str]:
     if roles is None:
         return {}
     if callable(roles):
-        roles = roles()
+        try:
+            roles = roles()
+        except (Exception, SystemExit) as e:  # user code: one line
+            raise UserError(f"--model {label}: {HOOK_ROLES}() raised {type(e).__name__}: {e}") from None
     if not isinstance(roles, dict):
         raise UserError(f"--model {label}: {HOOK_ROLES} must be a dict from parameter name to role")
     names = dict(model.named_parameters())
@@ -121,8 +124,11 @@ def infer(factory, width: int, other_width: int, label: str) -> dict[str, Tensor
         only = sorted(set(a) ^ set(b))[:3]
         raise UserError(f"--model {label}: factory({width}) and factory({other_width}) have different parameters "
                         f"({', '.join(only) or 'order differs'}): the depth and structure must not depend on width")
+    if not a:
+        raise UserError(f"--model {label}: factory({width}) has no parameters: there is nothing to train")
     owners = _owners(models[0])
     overrides = _hook_roles(models[0], label)
+    _check_tied(models[0], overrides, label)
     out = {}
     for name, p in a.items():
         shape_a, shape_b = tuple(p.shape), tuple(b[name].shape)
@@ -136,7 +142,28 @@ def infer(factory, width: int, other_width: int, label: str) -> dict[str, Tensor
             kind = _ROLE_KIND[role] if kind != "fixed" else "fixed"
             in_dims = _override_in_dims(role, len(shape_a), scaling, in_dims)
         out[name] = TensorInfo(name, shape_a, kind, role, in_dims, source)
+    if all(i.kind == "fixed" for i in out.values()):
+        raise UserError(f"--model {label}: no parameter's shape changes between factory({width}) and "
+                        f"factory({other_width}): the factory ignores its width argument, so there is no width to "
+                        "transfer across (build the model from `width`)")
     return out
+
+
+def _check_tied(model: nn.Module, overrides: dict[str, str], label: str) -> None:
+    """A parameter shared under several names (tied embedding and unembedding) takes one role, the first name's, and
+    with it that role's learning rate: refused unless mup_roles names it or the model's own mup_parameter_groups sets
+    its rates, since μP gives the embedding and the readout different rules."""
+    if callable(getattr(model, "mup_parameter_groups", None)):
+        return
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    for shared in (n for n in names.values() if len(n) > 1):
+        if not any(n in overrides for n in shared):
+            raise UserError(f"--model {label}: {' and '.join(shared[:2])} are one tensor (tied weights), which would "
+                            f"silently take {shared[0]}'s role: say which rule it follows in {HOOK_ROLES}, e.g. "
+                            f"{{{shared[0]!r}: 'embedding'}} (or 'unembedding'), set its rate in mup_parameter_groups, "
+                            "or untie them")
 
 
 def partner_width(width: int, widths=()) -> int:

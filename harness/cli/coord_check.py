@@ -111,6 +111,9 @@ def cmd_coord_check(args) -> int:
     # with --json, stdout carries only the document: whatever the model's code prints goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         source = byo.resolve(args.model) if args.model else None
+        if source is not None:  # a broken model or hook: one line now, not an exception halfway through the check
+            byo.validate(byo.load_factory(source), scales, args.base_width or min(scales), params, args.reinit,
+                         source.label, lr)
         if rules:
             checks = [run_depth_check(r, scales, args.width, args.steps, lr, args.threshold, seeds, p)
                       for p in params for r in rules]
@@ -135,7 +138,7 @@ def _seed(text: str, option: str) -> int:
     except ValueError:
         seed = -1
     if seed < 0:
-        raise UserError(f"{option}: {text!r} is not a seed (an integer >= 0)")
+        raise UserError(f"{option}: {text!r} is not an integer seed (>= 0)")
     return seed
 
 

@@ -102,7 +102,7 @@ def cmd_run(args) -> int:
     directory.check_directory(out, preset.name, model)
     if model is not None:
         entries = _entries_for_model(entries, preset, model)
-        _validate_model(model, preset, args)
+        _validate_model(model, preset, args, entries)
     data_spec, tokens = data.sweep_data(out, args.data, args.vocab_size, args.data_dtype)
     specs = ablations.plan(entries, preset, data_spec, seeds=1,  # seed 0's grid; the other seeds follow its optima
                            labels={"suite": suite.name, "preset": preset.name})
@@ -194,18 +194,19 @@ def _entries_for_model(entries, preset, model: dict):
     return kept
 
 
-def _validate_model(model: dict, preset, args) -> None:
-    """The model's shapes at two widths (meta device), and a forward pass at the smallest width mapping (B, T) to
-    (B, T, V) with V at least the byte vocabulary (unknown yet for token files) — before anything is written."""
+def _validate_model(model: dict, preset, args, entries) -> None:
+    """Everything the runs ask of the model, once, before anything is written (mupbench.byo.validate): shapes at two
+    widths, hooks, devices, and a forward and backward pass at the smallest width mapping (B, T) to (B, T, V) with V at
+    least the byte vocabulary (unknown yet for token files)."""
     from mupbench import byo
 
     source = byo.source_from_entry(model)
     factory = byo.load_factory(source)
-    widths = sorted(preset.widths)
-    byo.infer(factory, widths[0], byo.partner_width(widths[0], widths), source.label)
     token_file = str(args.data or "").endswith((".bin", ".npy"))
     vocab = args.vocab_size or (None if token_file else 256)
-    byo.check_forward(byo.call_factory(factory, widths[0], source.label), source.label, vocab_size=vocab)
+    parameterizations = sorted({p for _, params in entries for p in params})
+    byo.validate(factory, preset.widths, preset.base("mup")["model"]["base_width"], parameterizations, model["reinit"],
+                 source.label, 2.0 ** min(preset.log2_lrs), vocab_size=vocab)
 
 
 def _print_extensions(specs) -> None:
