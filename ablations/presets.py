@@ -26,6 +26,9 @@ class Preset:
     train: dict
     lion_log2_shift: float = -3.0  # Lion's grid = AdamW's grid shifted by this many log2 units
     seeds: int = 3  # replicas per point by default: seed 0 runs the grid, the others each width's optimum neighbourhood
+    # sequential seeds: a row inconclusive for noise gets one more seed at a time, up to this many (8: the calibration's
+    # choice, mupbench.calibration and docs/reading-verdicts.md)
+    max_seeds: int = 8
     depths: tuple[int, ...] = (2, 4, 8, 16)  # the depth grid of depth sweeps
     durations: tuple[int, ...] = (75, 150, 300, 600)  # the training lengths (steps) of duration sweeps
     axis_width: int = 32  # the width of depth and duration sweeps
@@ -67,7 +70,7 @@ PRESETS: dict[str, Preset] = {
             log2_lrs=_ints(-8, -5),
             model=dict(depth=1, head_dim=8, base_width=16, vocab_size=256),
             train=dict(steps=30, warmup=3, batch_size=4, seq_len=32, eval_every=10, eval_tokens=256),
-            seeds=1, depths=(1, 2), durations=(15, 30), axis_width=16,
+            seeds=1, max_seeds=1, depths=(1, 2), durations=(15, 30), axis_width=16,
         ),
         Preset(
             name="gpu-small",

@@ -61,6 +61,7 @@ the single-seed rule let through. The interval's coverage of the true drift is 9
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import asdict, dataclass, field
@@ -73,7 +74,7 @@ from mupbench.errors import UserError
 
 REQUIRED_COLUMNS = ("ablation", "parameterization", "width", "log2_lr", "seed", "final_val_loss")
 DEFAULT_TOLERANCE = 0.4  # δ, log2 LR per width doubling (see the module docstring)
-CONFIDENCE = 0.90
+CONFIDENCE = 0.95  # of the drift interval (see the module docstring: the level that keeps drift δ from transferring)
 MIN_FINITE_POINTS = 2  # finite points of a width's seed-mean curve below which it counts as diverged
 EXACT_BOOTSTRAP_MAX_SEEDS = 8  # up to this many seeds every resample is enumerated; above, RANDOM_RESAMPLES drawn
 RANDOM_RESAMPLES = 2000
@@ -88,10 +89,24 @@ _T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8:
         12: 1.782, 15: 1.753, 20: 1.725, 25: 1.708, 30: 1.697}
 
 
-def t95(df: int) -> float:
+# t(df, 0.975) for the 95% two-sided interval; df ≥ 30 uses the normal quantile.
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
+
+
+def _t(table: dict, df: int, normal: float) -> float:
     if df >= 30:
-        return 1.645
-    return _T95.get(df) or _T95[max(k for k in _T95 if k <= df)]
+        return normal
+    return table.get(df) or table[max(k for k in table if k <= df)]
+
+
+def t95(df: int) -> float:
+    return _t(_T95, df, 1.645)
+
+
+def t_interval(df: int) -> float:
+    """The t quantile of the drift's two-sided CONFIDENCE interval (90% or 95%)."""
+    return t95(df) if CONFIDENCE == 0.90 else _t(_T975, df, 1.960)
 
 
 @dataclass
@@ -154,33 +169,132 @@ class Verdict:
 
 
 # --- optima ---------------------------------------------------------------------------------------------------------
-def refine_optima(log2_lrs: np.ndarray, losses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+FIT_HALF_WINDOW = 2  # grid points either side of the argmin that the quadratic fit uses (see fit_optima)
+
+
+def refine_optima(log2_lrs: np.ndarray, losses: np.ndarray, half_window: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vectorised over rows of `losses` (…, K) on a sorted grid (K,): (grid argmin index, refined optimum, on edge).
 
-    inf marks divergence; a row with no finite point gets index -1 and optimum NaN. The refinement is the vertex of
-    the parabola through the argmin and its two neighbours, kept when they are finite and the parabola is convex,
-    clipped to the neighbours."""
+    inf marks divergence; a row with no finite point gets index -1 and optimum NaN. The refinement is fit_optima's
+    vertex over the finite points within `half_window` (default FIT_HALF_WINDOW) grid points of the argmin."""
     x = np.asarray(log2_lrs, dtype=float)
     y = np.asarray(losses, dtype=float)
     k = y.shape[-1]
     finite = np.isfinite(y)
     any_finite = finite.any(axis=-1)
     i = np.argmin(np.where(finite, y, np.inf), axis=-1)
-    opt = np.where(any_finite, x[i], np.nan)
     edge = any_finite & ((i == 0) | (i == k - 1))
-    if k >= 3:
-        j = np.clip(i, 1, k - 2)
-        take = lambda a, d: np.take_along_axis(a, (j + d)[..., None], axis=-1)[..., 0]  # noqa: E731
-        y0, y1, y2 = take(y, -1), take(y, 0), take(y, 1)
-        x0, x1, x2 = x[j - 1], x[j], x[j + 1]
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            slope_left, slope_right = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
-            a = (slope_right - slope_left) / (x2 - x0)
-            b = slope_left - a * (x0 + x1)
-            vertex = np.clip(-b / (2 * a), x0, x2)
-        ok = any_finite & ~edge & np.isfinite(y0) & np.isfinite(y2) & (a > 0)
-        opt = np.where(ok, vertex, opt)
+    opt = np.where(any_finite, fit_optima(x, y, i, FIT_HALF_WINDOW if half_window is None else half_window), np.nan)
     return np.where(any_finite, i, -1), opt, edge
+
+
+def fit_optima(x: np.ndarray, y: np.ndarray, i: np.ndarray, half_window: int) -> np.ndarray:
+    """The optimum of each loss curve y (…, K) on the grid x (K,) around its argmin index i (…): the vertex of the
+    least-squares parabola through the finite points within `half_window` grid points of the argmin.
+
+    The points used stop at a diverged one. The curves are seed means at LRs every seed ran, so the fit is the shared-vertex, shared-curvature fit of the
+    seeds' curves with a per-seed offset. The vertex is kept when the fit uses at least 3 points and is convex, and
+    clipped to half a grid step beyond the points used (a resample whose argmin lies on the edge of what every seed
+    ran extrapolates a little instead of snapping to the grid point); otherwise the optimum is the argmin.
+    Half-window 1 is the 3-point vertex through the argmin and its two neighbours."""
+    k = y.shape[-1]
+    finite = np.isfinite(y)
+    # the finite points within the window that no diverged point separates from the argmin
+    use = np.zeros(y.shape, dtype=bool)
+    for side in (-1, 1):
+        reach = np.ones(i.shape, dtype=bool)
+        for d in range(0 if side < 0 else 1, half_window + 1):
+            j = i + side * d
+            inside = (j >= 0) & (j < k)
+            reach &= inside & np.take_along_axis(finite, np.clip(j, 0, k - 1)[..., None], axis=-1)[..., 0]
+            np.put_along_axis(use, np.clip(j, 0, k - 1)[..., None], (reach | np.take_along_axis(
+                use, np.clip(j, 0, k - 1)[..., None], axis=-1)[..., 0])[..., None], axis=-1)
+    xi = x[np.clip(i, 0, k - 1)]
+    t = np.where(use, x - xi[..., None], 0.0)  # centred on the argmin
+    yi = np.take_along_axis(np.where(np.isfinite(y), y, 0.0), np.clip(i, 0, k - 1)[..., None], axis=-1)
+    v = np.where(use, y - yi, 0.0)
+    w = use.astype(float)
+    s = [(w * t**p).sum(axis=-1) for p in range(5)]
+    r = [(v * t**p).sum(axis=-1) for p in range(3)]
+    a_mat = np.stack([np.stack([s[4], s[3], s[2]], -1), np.stack([s[3], s[2], s[1]], -1),
+                      np.stack([s[2], s[1], s[0]], -1)], -2)
+    rhs = np.stack([r[2], r[1], r[0]], -1)
+    enough = s[0] >= 3
+    a_mat = np.where(enough[..., None, None], a_mat, np.eye(3))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        coef = np.linalg.solve(a_mat, rhs[..., None])[..., 0]
+        a, b = coef[..., 0], coef[..., 1]
+        vertex = -b / (2 * a)
+        lo = np.where(use, t, np.inf).min(axis=-1)
+        hi = np.where(use, t, -np.inf).max(axis=-1)
+        step = grid_step(x)
+        vertex = np.clip(vertex, lo - step / 2, hi + step / 2)
+    ok = enough & (a > 1e-9) & np.isfinite(vertex)  # a straight line has no vertex
+    return xi + np.where(ok, vertex, 0.0)
+
+
+def seed_fit_optima(grid: np.ndarray, curves: np.ndarray, centre: np.ndarray, weights: np.ndarray,
+                    half_window: int | None = None) -> np.ndarray:
+    """The optimum of one scale from every LR each seed ran near it: the vertex of the least-squares parabola
+    y = c_seed + a·t² + b·t (t = log2 LR − centre) with one offset per seed and the curvature and vertex shared by the
+    seeds — every seed's points within `half_window` (default FIT_HALF_WINDOW) grid points of `centre`, up to its
+    first point that diverged or that it did not run. Seed 0 runs the whole grid, so it brings more points than the
+    seeds that ran only the neighbourhood; an offset per seed keeps its level from biasing the curvature.
+
+    grid (K,); curves (D, n, K): the losses of n seeds (NaN: not run; inf: diverged); centre (D, R): the window's
+    centre per draw and resample (a grid LR: the argmin of the seeds' mean over the LRs all of them ran); weights
+    (R, n): each seed's weight in each resample (mupbench.transfer.resample_weights; 1/n each: the estimate itself).
+    Returns (D, R). The vertex is kept when the drawn seeds' points cover at least 3 LRs and the fit is convex, and
+    clipped to half a grid step beyond the points used (a resample whose argmin lies on the edge of what every seed
+    ran extrapolates a little instead of snapping to the grid point); otherwise the optimum is the centre."""
+    h = FIT_HALF_WINDOW if half_window is None else half_window
+    k = len(grid)
+    ok_centre = np.isfinite(centre)
+    i = np.searchsorted(grid, np.where(ok_centre, centre, grid[0]))  # (D, R)
+    i = np.clip(i, 0, k - 1)
+    usable = np.isfinite(curves)  # (D, n, K)
+    offsets = np.arange(k)[None, None, :] - i[..., None]  # (D, R, K)
+    # per seed: contiguous usable points from the centre outwards, within the window
+    use = np.zeros(centre.shape + (curves.shape[1], k), dtype=bool)  # (D, R, n, K)
+    for side in (-1, 1):
+        reach = np.ones(centre.shape + (curves.shape[1],), dtype=bool)
+        for d in range(0 if side < 0 else 1, h + 1):
+            j = i + side * d
+            inside = (j >= 0) & (j < k)
+            jc = np.clip(j, 0, k - 1)
+            at = np.take_along_axis(usable[:, None, :, :], np.broadcast_to(jc[..., None, None], centre.shape +
+                                                                         (curves.shape[1], 1)), axis=-1)[..., 0]
+            reach = reach & inside[..., None] & at
+            use |= reach[..., None] & (offsets == side * d)[..., None, :]
+    t = np.where(use, (grid[None, None, None, :] - np.where(ok_centre, centre, 0.0)[..., None, None]), 0.0)
+    y = np.where(use, np.where(usable, curves, 0.0)[:, None, :, :], 0.0)
+    f1, f2 = t * t, t
+    m = use.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sums = {name: v.sum(-1) for name, v in (("1", f1), ("2", f2), ("y", y))}  # t, y are 0 off the points used
+
+        def centred(u, v, a, b):  # within-seed centred cross products, summed over the seed's points
+            return (u * v).sum(-1) - sums[a] * sums[b] / np.maximum(m, 1)
+
+        c11, c12, c22 = centred(f1, f1, "1", "1"), centred(f1, f2, "1", "2"), centred(f2, f2, "2", "2")
+        c1y, c2y = centred(f1, y, "1", "y"), centred(f2, y, "2", "y")
+        w = weights[None, :, :]  # (1, R, n)
+        a11, a12, a22 = (w * c11).sum(-1), (w * c12).sum(-1), (w * c22).sum(-1)
+        b1, b2 = (w * c1y).sum(-1), (w * c2y).sum(-1)
+        det = a11 * a22 - a12 * a12
+        a = (a22 * b1 - a12 * b2) / det
+        b = (a11 * b2 - a12 * b1) / det
+        vertex = -b / (2 * a)
+        drawn_use = use & (weights > 0)[None, :, :, None]
+        covered = drawn_use.any(axis=2)  # (D, R, K)
+        tt = grid[None, None, :] - np.where(ok_centre, centre, 0.0)[..., None]
+        lo = np.where(covered, tt, np.inf).min(axis=-1)
+        hi = np.where(covered, tt, -np.inf).max(axis=-1)
+        step = grid_step(grid)
+        vertex = np.clip(vertex, lo - step / 2, hi + step / 2)
+    ok = ok_centre & (covered.sum(axis=-1) >= 3) & (det > 1e-12) & (a > 1e-9) & np.isfinite(vertex)
+    return np.where(ok_centre, centre + np.where(ok, vertex, 0.0), np.nan)
 
 
 def refine_optimum(log2_lrs: np.ndarray, losses: np.ndarray) -> tuple[float | None, float | None, bool]:
@@ -206,13 +320,18 @@ def resample_weights(n: int, rng: np.random.Generator | None = None) -> tuple[np
     """(weights (R, n), probabilities (R,)) of the bootstrap over n seeds: the weight of seed j in a resample is how
     often it was drawn over n. Exact (every multiset, multinomial probabilities) up to EXACT_BOOTSTRAP_MAX_SEEDS."""
     if n <= EXACT_BOOTSTRAP_MAX_SEEDS:
-        counts = np.array([np.bincount(c, minlength=n) for c in itertools.combinations_with_replacement(range(n), n)])
-        log_p = (math.lgamma(n + 1) - np.sum([[math.lgamma(c + 1) for c in row] for row in counts], axis=1)
-                 - n * math.log(n))
-        return counts / n, np.exp(log_p)
+        return _exact_weights(n)
     rng = rng or np.random.default_rng(0)
     counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(RANDOM_RESAMPLES)])
     return counts / n, np.full(RANDOM_RESAMPLES, 1.0 / RANDOM_RESAMPLES)
+
+
+@functools.lru_cache(maxsize=None)
+def _exact_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.array([np.bincount(c, minlength=n) for c in itertools.combinations_with_replacement(range(n), n)])
+    log_p = (math.lgamma(n + 1) - np.sum([[math.lgamma(c + 1) for c in row] for row in counts], axis=1)
+             - n * math.log(n))
+    return counts / n, np.exp(log_p)
 
 
 def weighted_curves(weights: np.ndarray, curves: np.ndarray) -> np.ndarray:
@@ -259,16 +378,21 @@ class Judgement:
 
 
 def judge(tables: list[tuple[np.ndarray, np.ndarray]], log2_widths: np.ndarray, tolerance: float,
-          widest_all: tuple[np.ndarray, np.ndarray] | None = None) -> Judgement:
+          widest_all: tuple[np.ndarray, np.ndarray] | None = None,
+          all_tables: list[tuple[np.ndarray, np.ndarray]] | None = None) -> Judgement:
     """`tables`: per width (narrowest first), the LRs every seed ran (K,) and the losses (D, n seeds, K), inf for
-    diverged. `widest_all`: the widest width's every LR and its losses, NaN where a seed did not run it (default its
-    table) — the regret's LR may lie outside what every seed ran there. Returns the optima, the drift with its
-    paired-bootstrap interval, the regret and the verdict code."""
+    diverged. `all_tables`: per width every LR any seed ran and the losses, NaN where a seed did not run it (default
+    `tables`): the optima are fitted to them (seed_fit_optima) around the argmin of the seeds' mean over `tables`.
+    `widest_all`: the widest width's (default the last of `all_tables`) — the regret's LR may lie outside what every
+    seed ran there. Returns the optima, the drift with its paired-bootstrap interval, the regret and the verdict code."""
     n = tables[0][1].shape[1]
+    fits = all_tables or tables
     stats = [refine_optima(grid, curves.mean(axis=1)) for grid, curves in tables]
     argmin = np.stack([np.where(i >= 0, grid[np.maximum(i, 0)], np.nan) for (grid, _), (i, _, _) in zip(tables, stats)],
                       axis=-1)
-    optimum = np.stack([opt for _, opt, _ in stats], axis=-1)
+    own = np.full((1, n), 1.0 / n)
+    optimum = np.stack([seed_fit_optima(grid, curves, argmin[:, k:k + 1], own)[:, 0]
+                        for k, (grid, curves) in enumerate(fits)], axis=-1)
     on_edge = np.stack([edge for _, _, edge in stats], axis=-1)
     means = [curves.mean(axis=1) for _, curves in tables]
     n_finite = np.stack([np.isfinite(m).sum(axis=-1) for m in means], axis=-1)
@@ -279,14 +403,20 @@ def judge(tables: list[tuple[np.ndarray, np.ndarray]], log2_widths: np.ndarray, 
     drift_sd = np.full(d, np.nan)
     if n >= 2:
         weights, p = resample_weights(n)
-        boot = np.stack([refine_optima(grid, weighted_curves(weights, curves))[1] for grid, curves in tables],
-                        axis=-1)  # (D, R, m)
+        boot = []
+        for (grid, curves), (fit_grid, fit_curves) in zip(tables, fits):
+            mean = weighted_curves(weights, curves)
+            finite = np.isfinite(mean)
+            i = np.argmin(np.where(finite, mean, np.inf), axis=-1)  # (D, R) each resample's argmin
+            centre = np.where(finite.any(axis=-1), grid[i], np.nan)
+            boot.append(seed_fit_optima(fit_grid, fit_curves, centre, weights))
+        boot = np.stack(boot, axis=-1)  # (D, R, m)
         optimum_sd = _weighted_sd(np.moveaxis(boot, 1, 0), p)
         drifts = np.where(np.isfinite(boot).all(axis=-1), slopes(log2_widths, np.nan_to_num(boot)), np.nan)
         drift_sd = _weighted_sd(drifts.T, p)
-    scale = t95(n - 1) * math.sqrt(n / (n - 1)) if n >= 2 else np.nan
+    scale = t_interval(n - 1) * math.sqrt(n / (n - 1)) if n >= 2 else np.nan
     half = scale * drift_sd
-    regret, within = _regrets(widest_all or tables[-1], argmin)
+    regret, within = _regrets(widest_all or fits[-1], argmin)
     lo, hi = drift - half, drift + half
     excludes_zero = (lo > 0) | (hi < 0)
     problems = on_edge.any(axis=-1) | (n_finite < MIN_FINITE_POINTS).any(axis=-1) | ~np.isfinite(drift)
@@ -389,7 +519,7 @@ def analyze_group(ablation: str, parameterization: str, runs: pd.DataFrame, tole
         verdict.reason = f"fewer than two {axis} values finished"
         return verdict
     j = judge([(t.grid, t.curves[None]) for t in tables], np.log2(scales).astype(float), tol,
-              widest_all=(tables[-1].any_grid, tables[-1].any_curves[None]))
+              all_tables=[(t.any_grid, t.any_curves[None]) for t in tables])
     _fill(verdict, j, tables, group_grid)
     return verdict
 
@@ -406,7 +536,7 @@ def _fill(v: Verdict, j: Judgement, tables: list[_Scale], group_grid: np.ndarray
         n_finite = int(j.n_finite[0, k])
         o = Optimum(t.scale, arg, opt, float(j.best_loss[0, k]), edge, len(t.grid), n_finite)
         if opt is not None and np.isfinite(j.optimum_sd[0, k]):
-            half = t95(j.n_seeds - 1) * math.sqrt(j.n_seeds / (j.n_seeds - 1)) * float(j.optimum_sd[0, k])
+            half = t_interval(j.n_seeds - 1) * math.sqrt(j.n_seeds / (j.n_seeds - 1)) * float(j.optimum_sd[0, k])
             o.interval = (opt - half, opt + half)
         v.optima.append(o)
         if t.missing:
@@ -437,7 +567,7 @@ def _fill(v: Verdict, j: Judgement, tables: list[_Scale], group_grid: np.ndarray
         v.drift_interval = (v.drift_per_doubling - float(half), v.drift_per_doubling + float(half))
         # the true drift this sweep calls `shifts` about 80% of the time: past both the interval's half-width and δ,
         # by 0.84 standard errors
-        v.min_detectable_drift = max(v.tolerance, float(half)) + 0.84 * float(half) / t95(j.n_seeds - 1)
+        v.min_detectable_drift = max(v.tolerance, float(half)) + 0.84 * float(half) / t_interval(j.n_seeds - 1)
     v.verdict = VERDICT_CODES[int(j.code[0])]
     if problems:
         v.verdict, v.reason = "inconclusive", "; ".join(problems)
