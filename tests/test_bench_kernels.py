@@ -199,3 +199,31 @@ def test_report_names_gpu_versions_ratios_and_targets(tmp_path):
                  "| graph |", "sdpa[CUDNN]", "CUDNN_ATTENTION", "| 256 | all | 800,000 | 1,000,000 | 1,100,000 | "
                  "1,250,000 | 1.25× |", "2 of 4 met", "attention sm90/d64/bfloat16/causal/g1"):
         assert text in md, text
+
+
+def test_the_report_is_written_after_every_section_and_kept_when_interrupted(tmp_path, monkeypatch, capsys):
+    """A run cut short (the lease's stage timeout sends SIGINT) leaves the sections it measured on disk."""
+    report = _synthetic_report()
+    monkeypatch.setattr(bench, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(bench, "_timer", lambda warmup, rep: None)
+    monkeypatch.setattr(bench, "environment", lambda size: {**report["env"], "size": size})
+    monkeypatch.setattr(bench, "measure_copy", lambda time_ms: report["copy"])
+    monkeypatch.setattr(bench, "measure_rms_norm", lambda *args, **kwargs: report["rms_norm"])
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "measure_attention", interrupted)
+    assert bench.run(tmp_path, size="lease", train_step=lambda size: []) == 130
+    (path,) = tmp_path.glob("kernels-*.json")
+    saved = json.loads(path.read_text())
+    assert saved["env"]["size"] == "lease" and saved["copy"] == report["copy"] and len(saved["rms_norm"]) == 1
+    assert "attention" not in saved and any("copy bandwidth" in t["target"] for t in saved["targets"])
+    assert "interrupted" in capsys.readouterr().err
+    assert (tmp_path / path.name.replace(".json", ".md")).exists()
+
+    monkeypatch.setattr(bench, "measure_attention", lambda *args, **kwargs: report["attention"])
+    sizes = []
+    assert bench.run(tmp_path / "full", size="quick", train_step=lambda size: sizes.append(size) or []) == 0
+    assert sizes == ["quick"]
+    assert json.loads(next((tmp_path / "full").glob("*.json")).read_text())["train_step"] == []

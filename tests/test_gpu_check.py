@@ -108,6 +108,16 @@ def test_the_budget_cuts_the_running_stage_and_skips_the_rest(tmp_path):
     assert next_["status"] == "skipped" and "budget" in next_["note"]
 
 
+def test_later_stages_keep_their_reserve(tmp_path):
+    ctx = _context(tmp_path, deadline=time.monotonic() + 4.0)
+    stages = [gpu_check.Stage("first", 60, _python("import time; time.sleep(60)"), min_s=0.5),
+              gpu_check.Stage("second", 60, _python("pass"), min_s=0.5, reserve_s=2.5)]
+    assert gpu_check.run_stages(ctx, stages, missing=set()) == 1
+    first, second = _summary(ctx)["stages"]
+    assert first["status"] == "timed out" and first["timeout_s"] <= 1.5  # cut where the reserve begins
+    assert second["status"] == "passed"
+
+
 def test_a_missing_package_skips_the_stages_that_need_it(tmp_path):
     ctx = _context(tmp_path)
     stages = [gpu_check.Stage("needs", 30, _python("raise SystemExit(1)"), needs=("pytest_benchmark",)),
@@ -159,7 +169,10 @@ def test_the_lease_plan_fits_the_lease_and_its_commands_parse(tmp_path):
 
     plan = gpu_check.plans(gpu_check.parse(["--lease"]))["lease"]
     assert [s.name for s in plan] == ["bench", "tests", "slice"]
-    assert sum(s.timeout_s for s in plan) + 45 <= gpu_check.LEASE_BUDGET_S <= 8 * 60
+    assert gpu_check.LEASE_BUDGET_S <= 8 * 60
+    # every stage can start: the dependency check's 45 s, the first stage's min_s and the later stages' reserves fit
+    assert 45 + plan[0].min_s + sum(s.reserve_s for s in plan[1:]) <= gpu_check.LEASE_BUDGET_S
+    assert all(s.reserve_s >= s.min_s for s in plan[1:])
     ctx = _context(tmp_path)
     commands = {s.name: s.command(ctx) for s in plan}
     for name in ("bench", "slice"):
