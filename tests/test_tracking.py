@@ -244,7 +244,7 @@ def test_wandb_offline_runs_hold_the_stored_numbers(tmp_path, corpus_file, monke
     assert summary["summary"]["verdict/baseline/sp"] == "inconclusive"
     assert {step for step, items in summary["history"].items() if "optimum/baseline/mup" in items} == {16, 32}
     report = out / "report"
-    assert summary["artifacts"]["mupbench-report"] == {name: (report / name).stat().st_size
+    assert summary["artifacts"]["mupbench-report"] == {f"report/{name}": (report / name).stat().st_size
                                                        for name in ("report.html", "results.json", "summary.md",
                                                                     "junit.xml")}
 
@@ -347,3 +347,27 @@ def test_the_local_executors_driver_logs_each_run_as_it_is_stored(tmp_path, corp
     runs, _ = _stored(out)
     assert sorted(h for h, _ in seen) == sorted(runs) and not any(swept for _, swept in seen)
     assert sorted(e["run_hash"] for e in _ledger(out)) == sorted(runs)
+
+
+def test_gate_logs_through_run_or_itself(tmp_path, corpus_file, monkeypatch):
+    """`gate --suite ... --log` hands --log to the run; `gate DIR --log` logs the sweep it judges, its own junit.xml
+    and summary.md among the files."""
+    _needs("tensorboard", "tensorboard")
+    import mupbench.executors
+    from fake_sweep import FakeExecutor
+
+    executor = FakeExecutor()
+    monkeypatch.setattr(mupbench.executors, "make_executor", lambda *a, **k: executor)
+    out = tmp_path / "gated"
+    main(["gate", "--suite", "smoke", "--preset", "cpu-micro", "--widths", "16,32", "--lrs", "2^-8,2^-7,2^-6",
+          "--seeds", "1", "--data", str(corpus_file), "--out", str(out), "--quiet", "--log", "tensorboard"])
+    runs, _ = _stored(out)
+    assert executor.trained and sorted(e["run_hash"] for e in _ledger(out)) == sorted(runs)
+
+    out = tmp_path / "judged"
+    status, _ = run_fake_sweep(monkeypatch, corpus_file, out, seeds=1)
+    assert not (out / TRACKING_DIR).exists()
+    main(["gate", str(out), "--quiet", "--log", "tensorboard"])
+    assert sorted(e["run_hash"] for e in _ledger(out)) == sorted(_stored(out)[0])
+    artifacts = _text(_events(out / TRACKING_DIR / "tensorboard" / "_sweep"), "artifacts")
+    assert str((out / "junit.xml").resolve()) in artifacts and str((out / "summary.md").resolve()) in artifacts

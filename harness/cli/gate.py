@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from mupbench.cli import run
+from mupbench.cli.run import add_log_arguments, tracking_for
 from mupbench.cli.args import Parser, add_model_arguments, tolerance
 from mupbench.errors import UserError
 from mupbench.gate import DEFAULT_OPTIMUM_TOLERANCE, GateResult, evaluate, read_baseline
@@ -70,6 +71,7 @@ def add_parser(sub) -> None:
     p.add_argument("--junit", default=None, help="JUnit XML path (default DIR/junit.xml)")
     p.add_argument("--summary", default=None, help="markdown summary path (default DIR/summary.md)")
     p.add_argument("--json", action="store_true", help="print the gate's findings as JSON")
+    add_log_arguments(p)  # with --suite, `run` logs the sweep; without, the gate logs the sweep it judges
     run = p.add_argument_group("running the sweep first (through `mupbench run`)")
     run.add_argument("--suite", default=None, help="run this suite into --out (or DIR) before judging")
     run.add_argument("--preset", default=None)
@@ -105,6 +107,9 @@ def _run_first(args, out: Path) -> int:
     argv += ["--reinit"] if args.reinit else []
     argv += ["--retry-failed"] if args.retry_failed else []
     argv += ["--quiet"] if args.quiet else []
+    for tracker in args.log:
+        argv += ["--log", tracker]
+    argv += ["--log-required"] if args.log_required else []
     parser = Parser(prog="mupbench")
     run.add_parser(parser.add_subparsers(parser_class=Parser))
     run_args = parser.parse_args(argv)
@@ -136,6 +141,7 @@ def cmd_gate(args) -> int:
         raise UserError(f"--baseline {baseline_path} is a directory: pass a results.json path")
     baseline = read_baseline(baseline_path) if baseline_path is not None and baseline_path.exists() else None
 
+    logs = tracking_for(args, sweep_dir)  # --log checked before any work
     if args.suite is not None:
         status = _run_first(args, sweep_dir)
         if status != 0:
@@ -151,6 +157,11 @@ def cmd_gate(args) -> int:
     summary_path = Path(args.summary) if args.summary else sweep_dir / "summary.md"
     junit.write_junit(junit_path, junit_cases(result), suite_name="mupbench gate")
     write_summary(summary_path, summary(result, sweep_dir, baseline_path))
+    if logs and args.suite is None:  # with --suite, the run logged its runs, verdicts and report
+        from mupbench.reports.build import output_paths
+
+        with logs:
+            logs.finish([*output_paths(sweep_dir).values(), junit_path, summary_path], args.tolerance)
     if args.json:
         print(json.dumps(result.to_json(), indent=1, allow_nan=False))
     else:

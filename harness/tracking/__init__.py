@@ -9,7 +9,8 @@ A tracker (one module per library, each an optional extra: mupbench[wandb], mupb
 
     open(sweep)                    start or resume the sweep's group (W&B group, MLflow parent run, TensorBoard folder)
     log_run(run) -> str            one tracker run per training run (a StoredRun); returns its id in the tracker
-    log_sweep(verdicts, artifacts) the verdict table (Verdict.to_json() entries) and the report files
+    log_sweep(verdicts, artifacts) the verdict table (Verdict.to_json() entries) and the report files (name → path,
+                                   the name relative to the sweep directory, e.g. report/report.html)
     close()
 
 What was logged is remembered in DIR/tracking/logged.jsonl (tracker, run hash, the stored result's time), so a resumed
@@ -105,7 +106,7 @@ class Tracker(Protocol):
 
     def log_run(self, run: StoredRun) -> str: ...
 
-    def log_sweep(self, verdicts: list[dict], artifacts: list[Path]) -> None: ...
+    def log_sweep(self, verdicts: list[dict], artifacts: dict[str, Path]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -293,9 +294,9 @@ class Tracking:
         if not self.trackers:
             return
         verdicts = [v.to_json() for v in analyze(self._store.runs(), tolerance)]
-        artifacts = [Path(p) for p in artifacts if Path(p).is_file()]
+        artifacts = {self._artifact_name(Path(p)): Path(p) for p in artifacts if Path(p).is_file()}
         # the report files carry the time they were written: what is new is the verdicts (or another set of files)
-        digest = hashlib.sha256(json.dumps([verdicts, sorted(p.name for p in artifacts)], sort_keys=True,
+        digest = hashlib.sha256(json.dumps([verdicts, sorted(artifacts)], sort_keys=True,
                                            default=str).encode()).hexdigest()
         for tracker in list(self.trackers):
             logged = self.sweep.state.setdefault(tracker.key, {})
@@ -306,6 +307,13 @@ class Tracking:
                 logged["sweep_digest"] = digest
         if self.sweep is not None:
             self._save_state()
+
+    def _artifact_name(self, path: Path) -> str:
+        """The path relative to the sweep directory (report/report.html, junit.xml), or the file's name."""
+        try:
+            return path.resolve().relative_to(self.dir.resolve()).as_posix()
+        except ValueError:
+            return path.name
 
     def close(self) -> None:
         for tracker in list(self.trackers):

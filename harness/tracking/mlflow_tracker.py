@@ -149,7 +149,7 @@ class MlflowTracker:
         self.client.set_terminated(run_id, "FAILED" if run.status == "failed" else "FINISHED", end_time=_ms(end))
         return run_id
 
-    def log_sweep(self, verdicts: list[dict], artifacts: list[Path]) -> None:
+    def log_sweep(self, verdicts: list[dict], artifacts: dict[str, Path]) -> None:
         from mlflow.entities import Metric, RunTag
 
         headers, rows = verdict_rows(verdicts)
@@ -165,8 +165,9 @@ class MlflowTracker:
             if v.get("drift_per_doubling") is not None:
                 metrics.append(Metric(f"drift/{group}", v["drift_per_doubling"], now, 0))
         self._log_batch(self.parent_id, metrics, tags=tags)
-        for path in artifacts:
-            self.client.log_artifact(self.parent_id, str(path), artifact_path="report")
+        for name, path in artifacts.items():
+            folder = str(Path(name).parent)
+            self.client.log_artifact(self.parent_id, str(path), artifact_path=None if folder == "." else folder)
 
     def close(self) -> None:
         if self.client is not None and self.parent_id is not None:

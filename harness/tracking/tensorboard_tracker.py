@@ -90,12 +90,12 @@ class TensorBoardTracker:
             writer.close()
         return str(folder.relative_to(self.root))
 
-    def log_sweep(self, verdicts: list[dict], artifacts: list[Path]) -> None:
+    def log_sweep(self, verdicts: list[dict], artifacts: dict[str, Path]) -> None:
         writer = _writer(self.root / SWEEP_FOLDER)
         try:
             step = len(list((self.root / SWEEP_FOLDER).glob("events.*"))) - 1  # one step per time the sweep is logged
             writer.add_text("verdicts", _markdown(*verdict_rows(verdicts)), step)
-            writer.add_text("artifacts", "\n".join(f"- `{p.resolve()}`" for p in artifacts) or "none", step)
+            writer.add_text("artifacts", "\n".join(f"- `{p.resolve()}`" for p in artifacts.values()) or "none", step)
             for v in verdicts:
                 group = f"{v['ablation']}/{v['parameterization']}"
                 for scale, x in v["optimal_log2_lr"].items():

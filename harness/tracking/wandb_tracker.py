@@ -93,7 +93,7 @@ class WandbTracker:
         w.finish(exit_code=1 if run.status == "failed" else 0)
         return w.id
 
-    def log_sweep(self, verdicts: list[dict], artifacts: list[Path]) -> None:
+    def log_sweep(self, verdicts: list[dict], artifacts: dict[str, Path]) -> None:
         wandb = self.wandb
         headers, rows = verdict_rows(verdicts)
         w = self._init(name=f"{self.sweep.label} verdicts", job_type="sweep")
@@ -112,8 +112,8 @@ class WandbTracker:
                 w.log(by_scale[scale], step=scale)
             if artifacts:
                 artifact = wandb.Artifact(re.sub(r"[^\w.-]", "-", f"report-{self.sweep.label}"), type="mupbench-report")
-                for path in artifacts:
-                    artifact.add_file(str(path), name=path.name)
+                for name, path in artifacts.items():
+                    artifact.add_file(str(path), name=name)
                 w.log_artifact(artifact)
         except BaseException:
             w.finish(exit_code=1)
