@@ -2,9 +2,10 @@
 neighbourhoods, sequential seeds) fed by the synthetic trainer (mupbench.calibration.synthetic), judged by the real
 analysis (mupbench.transfer.analyze_group) — in memory, without the store, thousands of sweeps in a minute.
 
-    simulate_sweep(design, noise, draw)      one sweep: its Verdict and how many runs it trained
+    Design                                   what is simulated: seed 0's grid (a preset's), seeds, --max-seeds, δ
+    world(design, drift, draw)               one simulated sweep's landscape (mupbench.calibration.synthetic)
+    simulate_sweep(design, noise)            one sweep: its Verdict, the runs it trained, their losses
     error_rates(design, drift, draws)        P(transfers / inconclusive / shifts) at a true drift, and runs per row
-    Design                                   what is simulated: a preset's grids, seeds, --max-seeds, δ, extension
 
 The loop is run_sweep's (mupbench.sweep) with a dict for the store: to_train → train → next_round, until the planner
 asks for nothing; tests/test_calibration.py checks that run_sweep itself, with an in-process executor training the
@@ -26,34 +27,32 @@ from mupbench.transfer import DEFAULT_TOLERANCE, VERDICT_CODES, Verdict, analyze
 
 DATA = DataSpec("synthetic", "0" * 64, 0, 256)
 EXTEND = 2  # mupbench run's default --extend-grid
+CPU_TINY_TOP_LOG2_LR = -4.0  # the top of cpu-tiny's LR grid, where the noise was measured
 
 
 @dataclass(frozen=True)
 class Design:
-    """A sweep as `mupbench run` plans it: the preset's grids, `seeds`, `max_seeds` (sequential seeds up to it; None:
-    none), δ and the grid extension."""
+    """A sweep as `mupbench run` plans it: `specs` is seed 0's coarse grid of one (ablation, parameterization) — a
+    preset's, `ablations.plan([(ablation, (parameterization,))], preset, DATA, seeds=1)` —; `seeds`, `max_seeds`
+    (sequential seeds up to it), δ and the grid extension as `run`'s options."""
 
-    preset: str = "cpu-tiny"
-    seeds: int | None = None  # None: the preset's
-    max_seeds: int | None = None  # None: the preset's
+    specs: tuple[RunSpec, ...]
+    seeds: int = 3
+    max_seeds: int = 3
     tolerance: float = DEFAULT_TOLERANCE
     extend: int = EXTEND
-    ablation: str = "baseline"
-    parameterization: str = "mup"
 
-    def resolved(self):
-        from mupbench.ablations import get_preset
+    @property
+    def top_log2_lr(self) -> float:
+        return max(s.train.log2_lr for s in self.specs)
 
-        p = get_preset(self.preset)
-        seeds = self.seeds or p.seeds
-        return p, seeds, max(seeds, self.max_seeds if self.max_seeds is not None else p.max_seeds)
+    @property
+    def reference_scale(self) -> int:
+        return min(axis_value(s, spec_axis(s)) for s in self.specs)
 
-    def specs(self) -> list[RunSpec]:
-        from mupbench import ablations
-
-        preset, _, _ = self.resolved()
-        entries = [(ablations.get(self.ablation), (self.parameterization,))]
-        return ablations.plan(entries, preset, DATA, seeds=1)
+    @property
+    def axis(self) -> str:
+        return spec_axis(self.specs[0])
 
 
 def settings(spec: RunSpec) -> dict:
@@ -66,21 +65,20 @@ def settings(spec: RunSpec) -> dict:
 
 def world(design: Design, drift: float, draw: int, noise: dict | None = None) -> dict:
     """The synthetic landscape of one simulated sweep: `noise` (default the measured one) with the true `drift`, its
-    own random numbers, and the optimum moved by up to half a grid step so it is not tied to the grid (the preset's
-    optimum sits where cpu-tiny's measured one does, relative to the top of its grid)."""
-    preset, _, _ = design.resolved()
+    own random numbers, and the optimum moved by up to half a grid step so it is not tied to the grid (it sits where
+    cpu-tiny's measured one does, relative to the top of the design's grid)."""
     base = dict(noise or synthetic.DEFAULTS)
     rng = np.random.default_rng([draw, 7])
-    top = max(preset.log2_lrs)
-    where = synthetic.DEFAULTS["optimum_log2_lr"] - (-4.0)  # cpu-tiny's optimum relative to its grid's top
-    return {**base, "axis": "width", "drift": drift, "noise_seed": draw, "reference_scale": min(preset.widths),
-            "optimum_log2_lr": top + where + float(rng.uniform(-0.5, 0.5))}
+    where = synthetic.DEFAULTS["optimum_log2_lr"] - CPU_TINY_TOP_LOG2_LR
+    return {**base, "axis": design.axis, "drift": drift, "noise_seed": draw,
+            "reference_scale": design.reference_scale,
+            "optimum_log2_lr": design.top_log2_lr + where + float(rng.uniform(-0.5, 0.5))}
 
 
 def simulate_sweep(design: Design, noise: dict) -> tuple[Verdict, int, dict[str, float], list[RunSpec]]:
     """One sweep of `design` in the landscape `noise`: (its verdict, runs trained, run hash → loss, every spec)."""
-    _, seeds, max_seeds = design.resolved()
-    specs = design.specs()
+    seeds, max_seeds = design.seeds, max(design.seeds, design.max_seeds)
+    specs = list(design.specs)
     loss: dict[str, float] = {}
     rounds = 0
     while True:
