@@ -1,7 +1,9 @@
 """mupbench.plan.grid_extensions: the next LR grid point beyond each width's edge optimum, at every width and seed."""
 import math
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from mupbench.config import DataSpec, ModelConfig, RunSpec, TrainConfig
 from mupbench.plan import grid_extensions
@@ -123,3 +125,57 @@ def test_an_edge_optimum_of_every_seeds_mean_extends_even_when_seed_0s_is_interi
     # with fewer than three LRs in common the seeds' mean does not count (a neighbourhood still being run)
     partial = others[others["log2_lr"] >= -6]
     assert grid_extensions(specs() + near, pd.concat([seed0, partial])) == []
+
+
+# --- sequential seeds: a row inconclusive for noise gets one more seed at a time, up to max_seeds -------------------
+def noisy_runs(spec_list, sd, drift=0.0, seed=0):
+    """Stored runs of spec_list: a parabola around -6.5 + drift·log2(width/32) plus per-point noise of sd."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in spec_list:
+        w, x = s.model.width, math.log2(s.train.lr)
+        rows.append({"run_hash": s.run_hash, "ablation": "a", "parameterization": "mup", "width": w, "log2_lr": x,
+                     "seed": s.train.seed, "status": "ok",
+                     "final_val_loss": 2.0 + 0.05 * (x + 6.5 - drift * math.log2(w / 32)) ** 2 + sd * rng.normal()})
+    return pd.DataFrame(rows)
+
+
+def settle(spec_list, sd, max_seeds, drift=0.0):
+    """Plan round by round as run_sweep does, every asked-for run stored at once; the specs at the end."""
+    from mupbench.plan import next_round
+
+    while True:
+        more, near = next_round(spec_list, noisy_runs(spec_list, sd, drift), 3, extend=False, max_seeds=max_seeds)
+        if not more and not near:
+            return spec_list
+        spec_list = spec_list + more + near
+
+
+def test_a_noise_limited_row_gets_seeds_up_to_max_seeds_and_a_clear_one_none():
+    grid = (-9, -8, -7, -6, -5, -4)
+    clear = settle(specs(grid, widths=(32, 64, 128)), sd=0.0005, max_seeds=6)
+    assert {s.train.seed for s in clear} == {0, 1, 2}
+    noisy = settle(specs(grid, widths=(32, 64, 128)), sd=0.08, max_seeds=5)
+    assert {s.train.seed for s in noisy} == {0, 1, 2, 3, 4}
+    # a sequential seed runs each width's neighbourhood only, like seeds 1 and 2
+    assert {(s.model.width, s.train.log2_lr) for s in noisy if s.train.seed == 4} == \
+        {(s.model.width, s.train.log2_lr) for s in noisy if s.train.seed == 1}
+    # resumed: the stored runs say how many seeds the row has; nothing more is asked for
+    from mupbench.plan import next_round
+
+    assert next_round(noisy, noisy_runs(noisy, 0.08), 3, extend=False, max_seeds=5) == ([], [])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "4", "--max-seeds", "3"], "--max-seeds (3) is below --seeds (4)"),
+    (["--max-seeds", "2"], "--max-seeds (2) is below --seeds (3)"),
+    (["--max-seeds", "0"], "--max-seeds must be at least 1"),
+    (["--max-seeds", "-2"], "--max-seeds must be at least 1"),
+])
+def test_bad_max_seeds_is_one_line_exit_2_before_any_run(tmp_path, args, message):
+    from conftest import run_cli
+
+    res = run_cli("run", *args, "--out", str(tmp_path / "o"))
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and message in lines[0], res.stderr
+    assert not (tmp_path / "o").exists()
