@@ -179,10 +179,11 @@ def parse_errors(command: str) -> list[str]:
 
 
 # --- options mentioned in prose ---------------------------------------------------------------------------------------
-# Flags of the other tools the pages quote: pip, Ray, Slurm, Docker, scripts/gpu-check.
+# Flags of the other tools the pages quote: pip, Ray, Slurm, Docker, scripts/gpu-check, TensorBoard, MLflow.
 OTHER_TOOLS_FLAGS = {"--no-deps", "--head", "--port", "--address", "--num-gpus", "--num-cpus", "--block",
                      "--node-ip-address", "--ip-address", "--nodes", "--ntasks", "--ntasks-per-node", "--gpus-per-node",
-                     "--cpus-per-task", "--exclusive", "--time", "--shm-size", "--only"}
+                     "--cpus-per-task", "--exclusive", "--time", "--shm-size", "--only",
+                     "--logdir", "--backend-store-uri"}
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 
