@@ -81,10 +81,16 @@ def specialise(kernel, args: tuple, kwargs: dict, capability: int = 90):
     from triton.compiler import make_backend
     from triton.runtime.jit import create_function_from_signature
 
+    from triton import knobs
+
     target = GPUTarget("cuda", capability, 32)
     backend = make_backend(target)
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
-    kwargs = {"debug": kernel.debug, **kwargs}
+    # the options JITFunction.run adds before binding (those this Triton has)
+    kwargs = {**kwargs, "debug": kwargs.get("debug", kernel.debug) or knobs.runtime.debug}
+    for name in ("instrumentation_mode", "fpsan_homomorphic_casts"):
+        if hasattr(knobs.compilation, name):
+            kwargs[name] = getattr(knobs.compilation, name)
     bound_args, specialization, options = binder(*args, **kwargs)
     options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound_args, specialization, options)
     return target, signature, constexprs, attrs, options
