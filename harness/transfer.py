@@ -75,6 +75,7 @@ from mupbench.errors import UserError
 REQUIRED_COLUMNS = ("ablation", "parameterization", "width", "log2_lr", "seed", "final_val_loss")
 DEFAULT_TOLERANCE = 0.4  # δ, log2 LR per width doubling (see the module docstring)
 CONFIDENCE = 0.95  # of the drift interval (see the module docstring: the level that keeps drift δ from transferring)
+INTERVAL = f"{CONFIDENCE:.0%}"  # its name in reasons, tables and plots
 MIN_FINITE_POINTS = 2  # finite points of a width's seed-mean curve below which it counts as diverged
 EXACT_BOOTSTRAP_MAX_SEEDS = 8  # up to this many seeds every resample is enumerated; above, RANDOM_RESAMPLES drawn
 RANDOM_RESAMPLES = 2000
@@ -118,7 +119,7 @@ class Optimum:
     on_edge: bool
     n_lrs: int
     n_finite: int
-    interval: tuple[float, float] | None = None  # 90% over seeds (paired bootstrap)
+    interval: tuple[float, float] | None = None  # CONFIDENCE over seeds (paired bootstrap)
 
 
 @dataclass
@@ -135,7 +136,6 @@ class Verdict:
     strict_transfer: bool | None = None
     drift_per_doubling: float | None = None
     drift_interval: tuple[float, float] | None = None
-    min_detectable_drift: float | None = None
     transfer_regret: float | None = None  # inf: the narrowest width's best LR diverged at the widest width
     regret_within_noise: bool | None = None
     wider_is_better: bool | None = None
@@ -370,7 +370,7 @@ class Judgement:
     optimum_sd: np.ndarray  # (D, m) bootstrap standard deviation of each optimum
     drift: np.ndarray  # (D,)
     drift_sd: np.ndarray  # (D,) bootstrap standard deviation of the drift (NaN with one seed)
-    half_width: np.ndarray  # (D,) of the 90% interval
+    half_width: np.ndarray  # (D,) of the CONFIDENCE interval
     regret: np.ndarray  # (D,) NaN: not measurable; inf: diverged
     regret_within_noise: np.ndarray  # (D,) bool
     code: np.ndarray  # (D,) verdict code
@@ -565,9 +565,6 @@ def _fill(v: Verdict, j: Judgement, tables: list[_Scale], group_grid: np.ndarray
     half = j.half_width[0]
     if v.drift_per_doubling is not None and np.isfinite(half):
         v.drift_interval = (v.drift_per_doubling - float(half), v.drift_per_doubling + float(half))
-        # the true drift this sweep calls `shifts` about 80% of the time: past both the interval's half-width and δ,
-        # by 0.84 standard errors
-        v.min_detectable_drift = max(v.tolerance, float(half)) + 0.84 * float(half) / t_interval(j.n_seeds - 1)
     v.verdict = VERDICT_CODES[int(j.code[0])]
     if problems:
         v.verdict, v.reason = "inconclusive", "; ".join(problems)
@@ -584,7 +581,7 @@ def _reason(v: Verdict) -> str:
         return f"{NOISE_REASON}: the bootstrap found no optimum in some resamples; add seeds"
     lo, hi = v.drift_interval
     per = "doubling of the training tokens" if v.axis == "tokens" else f"{v.axis} doubling"
-    stated = f"drift {d:+.2f} per {per}, 90% interval [{lo:+.2f}, {hi:+.2f}], δ = {tol:g}"
+    stated = f"drift {d:+.2f} per {per}, {INTERVAL} interval [{lo:+.2f}, {hi:+.2f}], δ = {tol:g}"
     where = f"{v.axis} {v.scales[-1]}"
     if v.regret_diverged:
         if v.verdict == "shifts":
@@ -596,7 +593,7 @@ def _reason(v: Verdict) -> str:
         return f"{stated}: the interval excludes 0 and |drift| > δ"
     if -tol <= lo and hi <= tol:
         return f"regret above noise: {v.transfer_regret:.3f} nats at {where} although the {stated} lies within ±δ"
-    return f"{NOISE_REASON}: {stated}; detectable drift ≈ {v.min_detectable_drift:.2f}: add seeds"
+    return f"{NOISE_REASON}: {stated}: add seeds (--max-seeds)"
 
 
 # --- entry points ------------------------------------------------------------------------------------------------------

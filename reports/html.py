@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jinja2
 
-from mupbench.transfer import DEFAULT_TOLERANCE
+from mupbench.transfer import DEFAULT_TOLERANCE, INTERVAL
 from mupbench.reports import plots
 from mupbench.reports.summary import AGREEMENT_MARK
 from mupbench.reports.tables import scale_header
@@ -132,5 +132,6 @@ def render_html(sweep, results: dict) -> str:
         "coord_check_error": sweep.coord_check_error,
         "tolerance": sweep.tolerance,
         "delta": sweep.tolerance if sweep.tolerance is not None else DEFAULT_TOLERANCE,
+        "interval": INTERVAL,
     }
     return _environment().get_template("report.html").render(**context)

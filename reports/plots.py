@@ -18,6 +18,7 @@ from matplotlib.transforms import blended_transform_factory
 from PIL import Image
 
 from mupbench.reports.tables import scale_text
+from mupbench.transfer import INTERVAL
 
 DPI = 100
 PARAM_LABEL = {"mup": "μP", "sp": "SP"}
@@ -187,7 +188,7 @@ def curves_figure(curves: pd.DataFrame, params: list[str], palette: dict, axis: 
 # --- overview: optimum vs width (or depth, or tokens) for every ablation ----------------------------------------
 def overview_figure(entries: list[dict], columns: int = 6, axis: str = "width") -> bytes:
     """Small multiples, one panel per ablation: optimal log2 LR vs log2 of the axis (the entries' scales) per
-    parameterization, each optimum with its 90% interval over seeds as a bar, and the wedge of drifts within ±δ (the
+    parameterization, each optimum with its interval over seeds (transfer.CONFIDENCE) as a bar, and the wedge of drifts within ±δ (the
     tolerance, log2 LR per doubling) around the smallest scale's optimum. Every panel spans the same number of log2
     units, so equal slopes look equal."""
     by_ablation: dict[str, list[dict]] = {}
@@ -248,7 +249,7 @@ def overview_figure(entries: list[dict], columns: int = 6, axis: str = "width") 
         fig.supylabel("optimal log2 LR", fontsize=9)
         params = sorted({e["parameterization"] for e in entries}, key=lambda p: (p != "mup", p))
         handles = [Line2D([], [], color=PARAM_COLOR.get(p, "#555555"), marker="o", markersize=3.5,
-                          label=f"{param_label(p)} optimum, 90% interval (shaded: drift within ±δ)") for p in params]
+                          label=f"{param_label(p)} optimum, {INTERVAL} interval (shaded: drift within ±δ)") for p in params]
         handles.append(Line2D([], [], color="grey", ls=":", label="inconclusive"))
         fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False, fontsize=8)
         return png(fig)

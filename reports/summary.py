@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 from mupbench.store import atomic_write
+from mupbench.transfer import INTERVAL
 from mupbench.reports.tables import (
     drift_text,
     fmt,
@@ -64,14 +65,14 @@ def sweep_summary(sweep, results: dict) -> str:
             ])
         if rows:
             headers = ["ablation", "param", "expected", "observed", "agreement",
-                       *[scale_header(axis, w) for w in scales], f"drift/2x {axis} [90%]", "regret", "same argmin",
+                       *[scale_header(axis, w) for w in scales], f"drift/2x {axis} [{INTERVAL}]", "regret", "same argmin",
                        "seeds"]
             tables.append((axis, headers, rows))
     notes = [f"{markdown_code(e['ablation'])} {text(e['parameterization'])}: {text(e['reason'])}"
              for e in entries if e["agreement"] in ("disagree", "inconclusive") or not e["complete"]]
     delta = entries[0]["tolerance"] if entries else None
     notes.append("w*N* / L*N* / *N* tok: optimal log2 LR at width *N*, depth *N*, or a training length of *N* tokens; "
-                 "drift: log2 LR per doubling of that axis with its 90% interval over seeds (paired bootstrap); "
+                 f"drift: log2 LR per doubling of that axis with its {INTERVAL} interval over seeds (paired bootstrap); "
                  f"transfers when the interval lies within ±δ{f' = ±{delta:g}' if delta is not None else ''}"
                  " and the regret is within noise, shifts when it excludes 0 and |drift| > δ; regret: the largest "
                  "scale's loss at the smallest scale's best LR minus its best (∞: diverged); same argmin: Lingle's "

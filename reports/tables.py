@@ -52,7 +52,7 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 
 
 def drift_text(drift: float | None, interval) -> str:
-    """'+0.07 [-0.12, +0.26]': a drift per doubling of the scale with its 90% interval (when there is one)."""
+    """'+0.07 [-0.12, +0.26]': a drift per doubling of the scale with its interval (when there is one)."""
     if drift is None:
         return "–"
     text = f"{drift:+.2f}"

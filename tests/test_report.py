@@ -206,7 +206,7 @@ def test_junit_counts_failures_and_skips(report):
     cases = {c.get("name"): c for c in suite.iter("testcase")}
     failure = cases["drifty[mup]"].find("failure")
     assert failure.get("message").startswith("expected transfers, observed shifts: drift +0.8")
-    assert "90% interval" in failure.get("message") and "|drift| > δ" in failure.get("message")
+    assert "95% interval" in failure.get("message") and "|drift| > δ" in failure.get("message")
     assert cases["edge_case[mup]"].find("skipped").get("message").startswith("inconclusive: optimum on the grid edge")
     assert cases["baseline[mup]"].find("failure") is None and cases["baseline[mup]"].find("skipped") is None
     assert f"{EVIL}[mup]" in cases

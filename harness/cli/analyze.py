@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from mupbench.cli.args import tolerance
-from mupbench.transfer import DEFAULT_TOLERANCE
+from mupbench.transfer import DEFAULT_TOLERANCE, INTERVAL
 from mupbench.reports.tables import drift_text, regret_text, scale_header, text_table
 
 
@@ -56,7 +56,7 @@ def print_table(verdicts) -> None:
                          drift_text(v.drift_per_doubling, v.drift_interval), regret_text(v.transfer_regret),
                          v.strict_transfer, v.n_seeds])
         print(text_table(["ablation", "param", "verdict", *[scale_header(axis, w) for w in scales],
-                          f"drift/2x {axis} [90%]", "regret", "same argmin", "seeds"], rows))
+                          f"drift/2x {axis} [{INTERVAL}]", "regret", "same argmin", "seeds"], rows))
         for v in group:
             if v.verdict == "inconclusive" or v.notes:
                 print(f"  {v.ablation}/{v.parameterization}: " + "; ".join([v.reason] * (v.verdict == "inconclusive")
@@ -64,6 +64,6 @@ def print_table(verdicts) -> None:
         print()
     tol = verdicts[0].tolerance if verdicts else DEFAULT_TOLERANCE
     print(f"columns w<N> / L<N> / <N> tok: optimal log2 LR at width N, depth N or N training tokens (seed-mean curves); "
-          f"drift: log2 LR per doubling of that axis with its 90% interval over seeds; transfers when the interval lies "
+          f"drift: log2 LR per doubling of that axis with its {INTERVAL} interval over seeds; transfers when the interval lies "
           f"within ±{tol:g} (δ), shifts when it excludes 0 and |drift| > δ; regret: the largest scale's loss at the "
           "smallest scale's best LR minus its best (∞: diverged); same argmin: Lingle's criterion")
