@@ -7,8 +7,8 @@ calls that fell back to the reference (`fallbacks()` says why), and `configs_use
 
 `MUPBENCH_KERNELS=torch|triton|auto` (default auto) forces one. Forced `triton` raises a clear error where Triton is
 missing or cannot take the tensors (CPU tensors run only under TRITON_INTERPRET=1, the tests' CPU interpreter, and
-there in float32 or float16, not bfloat16); `auto` falls back to the reference for what the Triton kernels do not cover (e.g. float64,
-head dims above 128).
+there in float32 or float16, not bfloat16); `auto` falls back to the reference for what the Triton kernels do not
+cover (e.g. float64, head dims above 128).
 
 Triton is imported on first use, so `import kernels` works where it is not installed.
 """

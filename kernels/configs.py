@@ -9,8 +9,8 @@ attention kernels read their configuration from a table pinned per
 gets the first candidate that fits its head dim (a documented default, `source: "default"`). `MUPBENCH_KERNEL_CONFIGS`
 names a JSON file in the tune command's format that replaces the pinned table (to try a fresh tuning before committing
 it). The attention operators take the chosen configuration as arguments (kernels/flash_attention.py
-`launch_configs`), read once while torch.compile traces, so a compiled graph and its cache entry carry it. RMSNorm's configuration is a function of the width (and the SM count for the backward's program count), so it
-needs no table.
+`launch_configs`), read once while torch.compile traces, so a compiled graph and its cache entry carry it. RMSNorm's
+configuration is a function of the width (and the SM count for the backward's program count), so it needs no table.
 
 Every launch records its configuration; `used()` returns them (for a run record), `clear_used()` forgets them.
 `forced(fwd=..., bwd=...)` overrides the table inside a `with` block: the tests use it to run every candidate, the

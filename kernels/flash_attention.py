@@ -1,9 +1,9 @@
 """Flash attention in Triton (FlashAttention-2 scheme), forward and backward, causal or not.
 
 Layout and meaning follow F.scaled_dot_product_attention: q (B, H, T, D), k and v (B, H_kv, T, D), H_kv dividing H
-(each group of H / H_kv query heads reads one K/V head), softmax(scale · q kᵀ) v with an optional causal mask. Any
-strides with a unit last stride are read as they are; the output and the gradients come back in their input's layout
-(a q that is a transposed view of a (B, T, H, D) tensor gives an output laid out (B, T, H, D), so the model's
+(each group of H / H_kv query heads reads one K/V head), softmax(scale · q kᵀ) v (scale > 0) with an optional causal
+mask. Any strides with a unit last stride are read as they are; the output and the gradients come back in their input's
+layout (a q that is a transposed view of a (B, T, H, D) tensor gives an output laid out (B, T, H, D), so the model's
 transpose + reshape afterwards is a view, not a copy).
 
 - Forward: one program per (query block, batch·head) streams over key blocks with an online softmax in base 2: the
@@ -19,7 +19,8 @@ transpose + reshape afterwards is a view, not a copy).
 - Blocks wholly inside the sequence and the causal mask run without masks; only diagonal and last partial blocks are
   masked. Head dims 1–128, padded to a power of two (at least 16, the smallest tl.dot) with masked loads; any length.
 - Grids are one-dimensional (programs × batch·heads flattened), so no axis meets CUDA's 65535 limit on axes 1 and 2.
-  Row offsets enter the pointers as int64 scalars (T × row stride may pass 2³¹); offsets inside a tile stay int32.
+  Batch and head offsets are int64; row offsets are int64 only where T × row stride reaches 2³¹ (ROWS64, chosen per
+  call: int64 offsets cost registers), offsets inside a tile stay int32.
 
 Block sizes come from the pinned table in kernels/configs.py (never autotuned at run time), chosen outside the
 operators and passed to them as arguments (so they are part of a compiled graph and of torch.compile's cache key);
@@ -64,8 +65,8 @@ def _store_rows(ptrs, tile, rows, T, offs_d, HEAD_DIM: tl.constexpr):
 
 @triton.jit
 def _row_offset(start, stride_t, ROWS64: tl.constexpr):
-    """Offset of row `start` in a (T, D) slice: int64 where T × row stride may pass 2³¹ (ROWS64), else int32 (an int64
-    offset makes Triton carry 64-bit offsets for whole tiles: +30 registers in the backward)."""
+    """Offset of row `start` in a (T, D) slice: int64 where T × row stride may pass 2³¹ (ROWS64), else int32 (an
+    int64 offset makes Triton carry 64-bit offsets for whole tiles: +30 registers in the backward)."""
     if ROWS64:
         offset = tl.cast(start, tl.int64) * stride_t
     else:

@@ -270,3 +270,16 @@ def test_configs_come_from_the_table_and_are_recorded(monkeypatch, tmp_path):
                                                                                            "forced")
     used = kernels.configs_used()
     assert used["attention sm90/d64/bfloat16/causal/g1"]["source"] == "forced"
+
+
+@needs_compiler_triton
+def test_a_non_positive_scale_is_left_to_the_reference(monkeypatch):
+    """The forward takes the softmax maximum over the raw scores and scales once (exp2 of one fused multiply-subtract),
+    which needs scale > 0: other scales are refused, so `auto` runs the reference for them."""
+    from mupbench.kernels import flash_attention
+
+    monkeypatch.setattr(flash_attention, "INTERPRET", True)  # past the CUDA check, as under the interpreter
+    q = torch.randn(1, 2, 5, 16)
+    assert flash_attention.unsupported(q, q, q, 0.25) is None
+    for scale in (0.0, -0.25):
+        assert "not positive" in flash_attention.unsupported(q, q, q, scale)
