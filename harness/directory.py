@@ -41,7 +41,9 @@ def check_directory(out: Path, preset: str, model: dict | None) -> None:
         return
     if stored_model is not None and byo.ModelSource.identity(stored_model) != byo.ModelSource.identity(model):
         same_file = stored_model["file"] == model["file"] and stored_model["factory"] == model["factory"]
-        what = "an earlier version of this model file" if same_file else "a different model"
+        changed = byo.changed_files(stored_model.get("code"), model.get("code") or {}) if same_file else []
+        what = (f"an earlier version of this model's code (changed: {', '.join(changed[:4])})" if changed else
+                "an earlier version of this model file" if same_file else "a different model")
         raise UserError(f"{out} holds runs of {what} ({stored_model['spec']}, sha256 {stored_model['sha256'][:12]}, "
                         f"reinit {stored_model['reinit']}): use a new --out for this one")
     if stored_model is None and has_runs:

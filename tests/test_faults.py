@@ -656,3 +656,108 @@ def test_tied_weights_named_in_mup_roles_are_accepted(broken_models):
 
     source = byo.resolve(f"{broken_models}:TiedNamed")
     byo.validate(byo.load_factory(source), (16, 32), 16, ("mup", "sp"), False, source.label, 0.01, vocab_size=256)
+
+
+# --- a run's identity covers the user's code: imports, ablation files, edits during a sweep ---------------------------
+ABLATIONS_V1 = '''
+from mupbench.ablations import ablation
+import abl_helper
+
+
+@ablation(reported="unknown", source="test")
+def noop_a(base):
+    return {}
+
+
+@ablation(reported="unknown", source="test")
+def noop_b(base):
+    return {}
+'''
+
+
+@pytest.fixture
+def user_ablations(tmp_path):
+    from mupbench.ablations.registry import REGISTRY
+
+    path = tmp_path / "code" / "team_ablations.py"
+    path.parent.mkdir()
+    path.write_text(ABLATIONS_V1)
+    (path.parent / "abl_helper.py").write_text("FACTOR = 1\n")
+    saved = dict(REGISTRY)
+    yield path
+    REGISTRY.clear()  # each test's file registers its own noop_a, and imports its own helper
+    REGISTRY.update(saved)
+    sys.modules.pop("abl_helper", None)
+
+
+def test_user_ablations_are_identified_by_name_and_code(user_ablations, corpus_file, monkeypatch, tmp_path):
+    from mupbench import ablations
+    from mupbench.ablations.loader import load_user_ablations
+    from mupbench.cli.ablation_code import user_ablation_code, with_ablation_code
+
+    monkeypatch.syspath_prepend(str(user_ablations.parent))
+    load_user_ablations([str(user_ablations)])
+    entries = [(ablations.get(n), ("mup",)) for n in ("baseline", "noop_a", "noop_b")]
+    codes = user_ablation_code(entries)
+    assert set(codes) == {"noop_a", "noop_b"}  # mupbench's own ablations are identified by mupbench's version
+    assert set(codes["noop_a"]["code"]) == {"team_ablations.py", "abl_helper.py"}
+    preset = ablations.get_preset("cpu-micro")
+    data_spec = data.DataSpec("x", "0" * 64, 1000, 256)
+    specs = with_ablation_code(ablations.plan(entries, preset, data_spec), codes)
+    hashes = {a: {s.run_hash for s in specs if s.ablation == a} for a in ("baseline", "noop_a", "noop_b")}
+    assert not hashes["noop_a"] & hashes["noop_b"] and not hashes["noop_a"] & hashes["baseline"]
+    (user_ablations.parent / "abl_helper.py").write_text("FACTOR = 2\n")  # an edit of what the file imports
+    edited = user_ablation_code(entries)
+    assert edited["noop_a"]["sha256"] != codes["noop_a"]["sha256"]
+
+
+def test_a_directory_holding_an_earlier_version_of_an_ablation_is_refused(user_ablations, corpus_file, monkeypatch,
+                                                                          tmp_path, capsys):
+    monkeypatch.syspath_prepend(str(user_ablations.parent))
+    info = {"noop_a": {"expected": "unknown", "reported": "unknown", "description": "", "source": "", "family": "x",
+                       "code": {"sha256": "0" * 64, "code": {"team_ablations.py": "1" * 64, "abl_helper.py": "2" * 64}}}}
+    d = make_sweep(tmp_path / "s", {("noop_a", "mup"): TRANSFERS}, info=info, seeds=1)
+    line = refused(["run", *MICRO, "--data", str(corpus_file), "--out", str(d), "--ablations", str(user_ablations),
+                    "--ablation", "noop_a"], capsys)
+    assert "earlier version of ablation 'noop_a' (changed: abl_helper.py, team_ablations.py)" in line
+
+
+CHANGES_ITS_HELPER = '''
+import multiprocessing, sys
+from pathlib import Path
+sys.path.insert(0, {examples!r})
+from my_model import build
+import lr_helper
+
+HELPER = Path(__file__).with_name("lr_helper.py")
+MARK = Path(__file__).with_suffix(".saved")
+
+
+def factory(width):
+    if multiprocessing.current_process().name != "MainProcess" and not MARK.exists():
+        MARK.write_text("once")
+        HELPER.write_text("SCALE = 2  # saved while the sweep runs\\n")
+    return build(width)
+'''
+
+
+def test_code_edited_during_a_sweep_stops_it_once_and_stores_no_failure(corpus_file, tmp_path, capfd):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "lr_helper.py").write_text("SCALE = 1\n")
+    (code / "model.py").write_text(CHANGES_ITS_HELPER.format(examples=str(ROOT / "examples")))
+    out = tmp_path / "sweep"
+    argv = ["run", *MICRO, *TINY_SWEEP, "--data", str(corpus_file), "--out", str(out), "--model", f"{code}/model.py:factory"]
+    assert main(argv) == 2
+    err = capfd.readouterr().err
+    assert err.count("changed while the sweep ran (lr_helper.py)") == 1 and "Traceback" not in err
+    counts = directory.store_counts(out)
+    assert counts["failed"] == 0 and counts["ok"] + counts["diverged"] >= 1
+    # the edited code is other code: refused in this directory, naming the file
+    line = refused(argv, capfd)
+    assert "earlier version of this model's code (changed: lr_helper.py)" in line
+    (code / "lr_helper.py").write_text("SCALE = 1\n")  # reverted: the sweep resumes where it stopped
+    assert main(argv) == 0
+    assert "changed" not in capfd.readouterr().err
+    counts = directory.store_counts(out)
+    assert counts["failed"] == 0 and counts["ok"] + counts["diverged"] == counts["planned"]

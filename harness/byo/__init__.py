@@ -19,6 +19,7 @@ the same rules as to the built-in one; nothing is duplicated here. wm = width / 
     loading.py   naming, importing and calling the factory (ModelSource)
     shapes.py    which role each parameter takes (infer)
     groups.py    initialisation, optimizer groups, run specs that carry the model (prepare, with_model)
+    code.py      the content identity of a user's code: every file it imports, by SHA-256
 
 Three ways a model can say more (documented in docs/your-model.md):
 
@@ -32,10 +33,13 @@ Three ways a model can say more (documented in docs/your-model.md):
 
 Under `sp` the model's hook is not used: SP is one global LR (and, with --reinit, SP init), the counterexample.
 
-A BYO run in a sweep carries `extra["byo_model"]` (the factory's location, its name, the SHA-256 of its source file,
-and the reinit flag); RunSpec.identity() hashes the name, digest and flag, so an edited model file is a new run and the
-same file is the same run from any directory. The digest covers the factory's own file, not the files it imports.
+A BYO run in a sweep carries `extra["byo_model"]` (the factory's location, its name, the digest of its code, and the
+reinit flag); RunSpec.identity() hashes the name, digest and flag, so edited model code is a new run and the same code
+is the same run from any directory. The digest covers the factory's file and every file of the user's it imports
+(code.py: the same identity the ablations and trainers use); a file edited while the sweep runs stops it once
+(mupbench.errors.CodeChanged) instead of storing the remaining runs as failed.
 """
+from mupbench.byo.code import changed_files, code_digest, code_identity
 from mupbench.byo.groups import (
     HOOK_GROUPS,
     STORE_META_KEY,
@@ -66,6 +70,7 @@ from mupbench.byo.shapes import HOOK_ROLES, KIND_TEXT, TensorInfo, describe, inf
 from mupbench.config import BYO_SPEC_KEY as SPEC_KEY
 
 __all__ = [
+    "changed_files", "code_digest", "code_identity",
     "HOOK_GROUPS", "HOOK_ROLES", "KIND_TEXT", "SPEC_KEY", "STORE_META_KEY", "ModelSource", "Prepared", "Scale",
     "TensorInfo", "build_for_spec", "call_factory", "check_backward", "check_forward", "describe",
     "hook_sets_weight_decay", "infer",

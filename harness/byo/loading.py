@@ -5,26 +5,29 @@ import hashlib
 import importlib
 import importlib.util
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
+from mupbench.byo.code import changed_files, code_digest, code_identity
 from mupbench.config import BYO_IDENTITY_KEYS
-from mupbench.errors import UserError
+from mupbench.errors import CodeChanged, UserError
 
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a factory lives: `spec` as the user wrote it, the resolved file, and its digest."""
+    """Where a factory lives: `spec` as the user wrote it, the resolved file, and the digest of its code: the file and
+    every file of the user's it imports (mupbench.byo.code; the file's own SHA-256 when it imports none)."""
 
     spec: str
     attr: str
     file: str  # absolute path of the factory's source file
     module: str | None  # the importable module name, when named as package.module
     sha256: str
+    code: dict = field(default_factory=dict, compare=False)  # label → SHA-256 of each file (code_identity)
 
     @property
     def label(self) -> str:
@@ -32,7 +35,7 @@ class ModelSource:
 
     def to_json(self, reinit: bool) -> dict:
         return {"spec": self.spec, "file": self.file, "module": self.module, "factory": self.attr,
-                "sha256": self.sha256, "reinit": bool(reinit)}
+                "sha256": self.sha256, "reinit": bool(reinit), "code": self.code}
 
     @staticmethod
     def identity(entry: dict) -> dict:
@@ -42,6 +45,14 @@ class ModelSource:
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def model_code(file: str | Path, module: str | None) -> tuple[str, dict]:
+    """(digest, code identity) of a factory's code: the file's own SHA-256 when it imports no other file of the
+    user's (so such a model keeps the identity it had before imports counted), else the digest of the whole map."""
+    code = code_identity(module or file)
+    values = list(code.values())
+    return (values[0] if len(values) == 1 and values[0] == _digest(Path(file)) else code_digest(code)), code
 
 
 def resolve(spec: str) -> ModelSource:
@@ -54,13 +65,13 @@ def resolve(spec: str) -> ModelSource:
         if not path.is_file():
             raise UserError(f"--model: model file {target} does not exist")
         module = import_file(path, spec)
-        source = ModelSource(spec, attr, str(path), None, _digest(path))
+        source = ModelSource(spec, attr, str(path), None, *model_code(path, None))
     else:
         module = import_module(target, spec)
         file = getattr(module, "__file__", None)
         if not file:
             raise UserError(f"--model: module {target!r} has no source file to identify it by")
-        source = ModelSource(spec, attr, str(Path(file).resolve()), target, _digest(Path(file)))
+        source = ModelSource(spec, attr, str(Path(file).resolve()), target, *model_code(Path(file).resolve(), target))
     if not callable(getattr(module, attr, None)):
         raise UserError(f"--model: {source.label} is not a callable factory(width) -> nn.Module")
     return source
@@ -102,14 +113,22 @@ def load_factory(source: ModelSource) -> Callable[[int], nn.Module]:
 
 
 def source_from_entry(entry: dict) -> ModelSource:
-    """The ModelSource of a run spec's `extra["byo_model"]`, refusing a file that changed since the sweep was planned."""
+    """The ModelSource of a run spec's `extra["byo_model"]`; CodeChanged when its code (the file, or a file it imports)
+    changed since the sweep was planned: the sweep stops once rather than training other code under this run's name."""
     path = Path(entry["file"])
     if not path.is_file():
-        raise UserError(f"model file {path} (from --model {entry['spec']}) no longer exists")
-    digest = _digest(path)
+        raise CodeChanged(f"model file {path} (from --model {entry['spec']}) no longer exists: restore it, or run the "
+                          "command again into a new --out")
+    try:
+        digest, code = model_code(path, entry.get("module"))
+    except UserError as e:
+        raise CodeChanged(f"the code of --model {entry['spec']} can no longer be read ({e})") from None
     if digest != entry["sha256"]:
-        raise UserError(f"model file {path} changed since this run was planned: re-run the command")
-    return ModelSource(entry["spec"], entry["factory"], str(path), entry.get("module"), digest)
+        files = ", ".join(changed_files(entry.get("code"), code)) or path.name
+        raise CodeChanged(f"the code of --model {entry['spec']} changed while the sweep ran ({files}): no run of the "
+                          "new code is stored under the old one's name; revert the change and run the command again "
+                          "to finish the sweep, or run the new code into a new --out")
+    return ModelSource(entry["spec"], entry["factory"], str(path), entry.get("module"), digest, code)
 
 
 def call_factory(factory, width: int, label: str, device: str | torch.device | None = None) -> nn.Module:

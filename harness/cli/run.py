@@ -5,6 +5,7 @@ import math
 import sys
 from pathlib import Path
 
+from mupbench.cli.ablation_code import check_stored_code, user_ablation_code, with_ablation_code, with_code_info
 from mupbench.cli.analyze import print_verdicts
 from mupbench.cli.args import add_model_arguments, select_entries, tolerance
 from mupbench.cli.report import print_paths
@@ -103,9 +104,12 @@ def cmd_run(args) -> int:
     if model is not None:
         entries = _entries_for_model(entries, preset, model)
         _validate_model(model, preset, args, entries)
+    codes = user_ablation_code(entries)  # an edited user ablation is refused here, never averaged with its old runs
+    check_stored_code(out, codes)
     data_spec, tokens = data.sweep_data(out, args.data, args.vocab_size, args.data_dtype)
     specs = ablations.plan(entries, preset, data_spec, seeds=1,  # seed 0's grid; the other seeds follow its optima
                            labels={"suite": suite.name, "preset": preset.name})
+    specs = with_ablation_code(specs, codes)
     if model is not None:
         specs = byo.with_model(specs, model)
     if plan is not None:
@@ -118,8 +122,9 @@ def cmd_run(args) -> int:
             directory.check_directory(out, preset.name, model)  # another run may have prepared it since we looked
             if data.stored_spec(out) not in (None, data_spec):
                 raise UserError(f"another `mupbench run` prepared {out} with other data meanwhile: run the command again")
-            directory.record_sweep(out, tokens, data_spec, preset.name, suite.name, ablation_info(a for a, _ in entries),
-                               seeds)
+            check_stored_code(out, codes)
+            directory.record_sweep(out, tokens, data_spec, preset.name, suite.name,
+                                   with_code_info(ablation_info(a for a, _ in entries), codes), seeds)
             logs.open()
             try:
                 run_sweep(out, specs, executor, extend=extend, seeds=seeds, max_seeds=max_seeds,

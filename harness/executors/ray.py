@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from mupbench.config import RunSpec
-from mupbench.errors import UserError
+from mupbench.errors import CodeChanged, UserError
 
 MAX_RETRIES = 3  # infrastructure failures (worker killed, node lost) per run; training failures are never retried
 CONNECT_TIMEOUT_S = 5.0
@@ -216,6 +216,8 @@ class RayExecutor:
             return ray.get(ref)
         except ray.exceptions.RayError as e:
             lines = str(e).strip().splitlines()
+            if isinstance(e, ray.exceptions.RayTaskError) and isinstance(e.cause, CodeChanged):
+                raise e.cause from None  # the user's code changed mid-sweep: stop once, store nothing as failed
             if isinstance(e, ray.exceptions.RayTaskError):  # raised on the worker, outside training: not retried
                 what = f"{type(e.cause).__name__}: {e.cause}" if e.cause is not None else lines[-1]
             else:
