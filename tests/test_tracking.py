@@ -301,6 +301,21 @@ def test_a_failing_tracker_warns_once_and_the_sweep_goes_on(tmp_path, corpus_fil
     assert sorted(e["run_hash"] for e in _ledger(out)) == sorted(_stored(out)[0])
 
 
+def test_an_unreachable_mlflow_server_warns_once_within_seconds(tmp_path, corpus_file, monkeypatch, capsys):
+    _needs("mlflow", "mlflow")
+    import time
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # loopback, nothing listens: refused at once
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    start = time.perf_counter()
+    status, executor = run_fake_sweep(monkeypatch, corpus_file, tmp_path / "sweep", "--log", "mlflow", seeds=1)
+    assert status == 0 and executor.trained
+    assert time.perf_counter() - start < 60  # MLflow's own retries would take minutes
+    err = capsys.readouterr().err
+    assert err.count("mupbench: warning: --log mlflow: could not open") == 1 and "127.0.0.1:9" in err
+
+
 def test_bad_log_input_is_one_line_and_exit_2_before_training(tmp_path, corpus_file, monkeypatch, capsys):
     import importlib.util
     import sys

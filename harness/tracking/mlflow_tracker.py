@@ -29,6 +29,10 @@ from mupbench.tracking import TRACKING_DIR, Sweep, StoredRun, import_library, ve
 DB_FILE = "mlflow.db"
 ARTIFACT_FOLDER = "mlflow-artifacts"
 DEFAULT_EXPERIMENT = "mupbench"
+# An unreachable server fails within seconds, not MLflow's default of minutes of retries (the sweep waits on it):
+# MLFLOW_HTTP_REQUEST_* set in the environment win.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 BATCH = 100  # params per log_batch call (MLflow's limit); metrics go 1000 at a time
 
@@ -88,6 +92,8 @@ class MlflowTracker:
         import_library("mlflow")
         from mlflow import MlflowClient
 
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
         for logger in ("mlflow", "alembic"):  # their INFO lines (database migrations) are not the sweep's output
             logging.getLogger(logger).setLevel(logging.WARNING)
         uri = tracking_uri(sweep.dir)
