@@ -213,8 +213,10 @@ def test_training_failure_is_a_stored_result_and_the_corpus_is_put_once(cluster,
     fresh = dataclasses.replace(spec, train=dataclasses.replace(spec.train, lr=2.0 ** -7))
     broken = dataclasses.replace(spec, model=dataclasses.replace(spec.model, vocab_size=16))  # byte ids >= 16: IndexError
     executor = RayExecutor(device="cpu")  # the module's Ray connection: not started (nor shut down) by the executor
+    told = []  # on_stored, called in the driver: each run once, after its result is stored
     try:
-        executor.train(store, [fresh, broken], progress=False)
+        executor.train(store, [fresh, broken], progress=False,
+                       on_stored=lambda s: told.append((s.run_hash, store.statuses().get(s.run_hash))))
         runs = store.runs().set_index("run_hash")
     finally:
         store.close()
@@ -222,6 +224,7 @@ def test_training_failure_is_a_stored_result_and_the_corpus_is_put_once(cluster,
     assert runs.loc[fresh.run_hash, "status"] == "ok"
     failed = runs.loc[broken.run_hash]
     assert failed["status"] == "failed" and "IndexError" in failed["error"] and "Ray" not in failed["error"]
+    assert sorted(told) == sorted([(fresh.run_hash, "ok"), (broken.run_hash, "failed")])
 
 
 def _free_port() -> int:
