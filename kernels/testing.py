@@ -102,6 +102,54 @@ CONFIG_CASES = [
 ]
 
 
+# Realistic sizes, for the CUDA tests (tests/test_kernels_cuda.py).
+REALISTIC_RMS_NORM = [
+    RMSNormCase((8, 512, 4096), "vector"),
+    RMSNormCase((16384, 1000), "scalar"),
+    RMSNormCase((4, 256, 8192), "none"),
+    RMSNormCase((2, 1024, 1024), "vector", eps=1e-5),
+    RMSNormCase((64, 256, 128), "vector"),
+    RMSNormCase((8, 256, 1024), "vector", fused=True),
+    RMSNormCase((4, 256, 2048), "none", fused=True),
+]
+REALISTIC_ATTENTION = [
+    AttentionCase(4, 16, 16, 1024, 64, causal=True, layout="bthd"),
+    AttentionCase(4, 16, 16, 1024, 64, causal=False),
+    AttentionCase(2, 8, 8, 2048, 128, causal=True),
+    AttentionCase(2, 16, 4, 512, 128, causal=True, scale="inv_sqrt_d"),
+    AttentionCase(2, 12, 12, 1000, 80, causal=True),
+    AttentionCase(1, 8, 1, 777, 96, causal=False),
+    AttentionCase(64, 4, 4, 256, 64, causal=True, layout="bthd"),
+    AttentionCase(32, 16, 2, 1024, 64, causal=True),  # GQA with enough programs: the group loops in one program
+    AttentionCase(2, 16, 1, 1024, 128, causal=True, layout="bthd"),  # multi-query, few programs: the split path
+    AttentionCase(4100, 16, 16, 8, 16, causal=True),  # B·H = 65,600 programs' worth of heads
+]
+
+# What `scripts/gpu-check --lease` tests in bf16: every attention case compiles its own forward and backward (a JIT
+# specialisation per head dim, mask, sequence-length class and GQA path, ~10 s each on a host), so eight that cover
+# padded head dims, partial blocks, both GQA backward paths, the model's layout, T 2048 and d128; all RMSNorm cases
+# are cheap.
+LEASE_CASES = ([ATTENTION_CASES[i] for i in (2, 3, 4)] + [REALISTIC_ATTENTION[i] for i in (0, 2, 4, 7, 8)]
+               + [RMS_NORM_CASES[i] for i in (3, 7, 8, 11)] + REALISTIC_RMS_NORM)
+
+
+def lease_attention_cases() -> list[AttentionCase]:
+    """Every attention shape the lease launches (its tests, the benchmark, the training step and the gpu-small sweep
+    slice), for warming the compile cache before it starts (kernels/tune.py `warm`)."""
+    from mupbench.kernels import bench, tune
+
+    shape = tune.COMPILE_SHAPE
+    cases = [c for c in LEASE_CASES if isinstance(c, AttentionCase)]
+    cases.append(AttentionCase(4, 16, 1, 1000, 64, causal=True))  # the deterministic-backward test's
+    cases += [AttentionCase(shape["batch"], shape["heads"], shape["heads"], shape["seq"], d, causal=True)
+              for d in (64, 128)]  # the offline-against-JIT test's
+    cases += [AttentionCase(bench.TOKENS // seq, heads, kv, seq, d, causal=True)
+              for seq, d, heads, kv in bench.SIZES["lease"].attention]
+    # gpu-small: head dim 64, seq 256, batch 32, heads = width / 64 at widths 128–1024 (the model's layout)
+    cases += [AttentionCase(32, w // 64, w // 64, 256, 64, causal=True, layout="bthd") for w in (128, 256, 512, 1024)]
+    return cases
+
+
 def candidate(index: int) -> tuple[configs.FwdConfig, configs.BwdConfig]:
     """Forward and backward candidate `index` (the shorter list wraps around)."""
     return (configs.FWD_CANDIDATES[index % len(configs.FWD_CANDIDATES)],

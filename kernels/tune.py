@@ -15,6 +15,10 @@
   tests/test_kernels_cuda.py checks that the offline build hashes and allocates like the JIT's. It reports what the
   local Triton version compiles.
 
+- `warm(...)` / `warm_cases(...)`: the same offline build, in parallel processes, of every attention launch a
+  workload will make (recorded on CPU tensors): the builds land in Triton's on-disk cache, where the JIT finds them,
+  so the workload's first launches load instead of compiling one by one (scripts/gpu-check's `warm` stage).
+
 Nothing here parses arguments: the CLI passes values in.
 """
 from __future__ import annotations
@@ -156,6 +160,87 @@ def compile_report(head_dims=(64, 128), capability: int = 90, causal: bool = Tru
             rows.append({"kernel": kind, "config": c.name, "head_dim": d, "fits": d <= c.max_head_dim, **res})
             print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+# ------------------------------------------------------------------------------------------- warming the cache
+
+
+def case_launches(case, dtype: torch.dtype = torch.bfloat16, arch: str = "sm90", sms: int = 132) -> list[tuple]:
+    """The attention launches (kernel, grid, args, kwargs) of one kernels/testing.py AttentionCase, forward and
+    backward, with the configuration and GQA path a GPU of this architecture and SM count picks: recorded on CPU
+    tensors, nothing runs."""
+    from unittest import mock
+
+    from mupbench.kernels import flash_attention as fa
+    from mupbench.kernels.library import recorded_launches
+
+    def leaf(heads):
+        if case.layout == "bthd":
+            return torch.empty(case.batch, case.seq, heads, case.head_dim, dtype=dtype).transpose(1, 2)
+        return torch.empty(case.batch, heads, case.seq, case.head_dim, dtype=dtype)
+
+    q, k, v = leaf(case.heads), leaf(case.kv_heads), leaf(case.kv_heads)
+    with mock.patch.object(configs, "arch", lambda device: arch), mock.patch.object(fa, "_sm_count", lambda d: sms):
+        fwd, bwd, _ = configs.attention(torch.device("cpu"), fa.padded_head_dim(case.head_dim), dtype, case.causal,
+                                        case.heads // case.kv_heads)
+        with recorded_launches(fa) as launches:
+            o, lse = fa._attn_fwd_impl(q, k, v, case.softmax_scale, case.causal, list(fwd.launch), list(bwd.launch))
+            fa._attn_bwd_impl(torch.empty_like(o), q, k, v, o, lse, case.softmax_scale, case.causal,
+                              list(bwd.launch))
+    return launches
+
+
+def _compile_spec(module: str, name: str, capability: int, signature, constexprs, attrs, options: dict) -> str:
+    """Compile one specialisation into Triton's on-disk cache (a worker process); returns the kernel's hash."""
+    import importlib
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kernel = getattr(importlib.import_module(module), name)
+    compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs),
+                              target=GPUTarget("cuda", capability, 32), options=options)
+    return compiled.hash
+
+
+def warm(launches: list[tuple], capability: int, workers: int = 8) -> dict:
+    """Compile every distinct specialisation of `launches` in parallel processes into Triton's on-disk cache, where
+    the JIT finds them (the offline build hashes as the JIT's: tests/test_kernels_cuda.py): a first launch then loads
+    instead of compiling. Returns {"kernels": distinct specialisations, "hashes": [...], "errors": [...]}."""
+    import concurrent.futures
+    import multiprocessing
+
+    specs = {}
+    for kernel, _, args, kwargs in launches:
+        _, signature, constexprs, attrs, options = specialise(kernel, args, kwargs, capability)
+        key = (kernel.fn.__module__, kernel.__name__, repr(signature), repr(sorted(constexprs.items())),
+               repr(sorted(attrs.items())), repr(sorted(options.__dict__.items())))
+        specs.setdefault(key, (kernel.fn.__module__, kernel.__name__, capability, signature, constexprs, attrs,
+                               dict(options.__dict__)))
+    hashes, errors = [], []
+    context = multiprocessing.get_context("spawn")  # workers never touch CUDA, whatever the parent did
+    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context) as pool:
+        futures = {pool.submit(_compile_spec, *spec): spec[1] for spec in specs.values()}
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                hashes.append(future.result())
+            except Exception as err:  # noqa: BLE001 - a failed warm-up only means the JIT compiles it later
+                errors.append(f"{futures[future]}: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}")
+    return {"kernels": len(specs), "hashes": sorted(hashes), "errors": errors}
+
+
+def warm_cases(cases, capability: int, sms: int, workers: int = 8, dtype: torch.dtype = torch.bfloat16) -> dict:
+    """`warm` for the attention launches of these AttentionCases on a GPU of sm_<capability> with `sms` SMs."""
+    import time
+
+    start = time.perf_counter()
+    launches = [launch for case in cases
+                for launch in case_launches(case, dtype, f"sm{capability}", sms)]
+    result = warm(launches, capability, workers)
+    return {"cases": len(cases), "launches": len(launches), "kernels": result["kernels"],
+            "compiled": len(result["hashes"]), "errors": result["errors"],
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
 # ---------------------------------------------------------------------------------------------------- on a GPU

@@ -168,13 +168,16 @@ def test_the_lease_plan_fits_the_lease_and_its_commands_parse(tmp_path):
     from mupbench.cli import build_parser
 
     plan = gpu_check.plans(gpu_check.parse(["--lease"]))["lease"]
-    assert [s.name for s in plan] == ["bench", "tests", "slice"]
+    assert [s.name for s in plan] == ["warm", "bench", "tests", "slice"]
     assert gpu_check.LEASE_BUDGET_S <= 8 * 60
     # every stage can start: the dependency check's 45 s, the first stage's min_s and the later stages' reserves fit
     assert 45 + plan[0].min_s + sum(s.reserve_s for s in plan[1:]) <= gpu_check.LEASE_BUDGET_S
     assert all(s.reserve_s >= s.min_s for s in plan[1:])
     ctx = _context(tmp_path)
     commands = {s.name: s.command(ctx) for s in plan}
+    warm = commands["warm"]
+    assert warm[:2] == [sys.executable, "-c"] and "lease_attention_cases()" in warm[2]
+    compile(warm[2], "warm", "exec")
     for name in ("bench", "slice"):
         argv = commands[name]
         assert argv[:3] == [sys.executable, "-m", "mupbench.cli"]

@@ -12,7 +12,7 @@
 - The offline compile (kernels/tune.py) builds what the JIT runs: same compile hash, registers and spills.
 
 Tests marked `lease` are what `scripts/gpu-check --lease` runs in its two minutes for tests (JIT compiles dominate):
-bf16 correctness at the pinned configurations on LEASE_CASES, a deterministic backward (the split GQA path), the
+bf16 correctness at the pinned configurations on kernels/testing.py's LEASE_CASES, a deterministic backward (the split GQA path), the
 offline compile against the JIT's build, no spills. The rest (fp32, every candidate config, layouts, Inductor, the
 300-step training runs) run in the full check.
 """
@@ -31,9 +31,11 @@ import torch.nn.functional as F
 from mupbench.kernels.testing import (
     ATTENTION_CASES,
     CONFIG_CASES,
+    LEASE_CASES,
+    REALISTIC_ATTENTION,
+    REALISTIC_RMS_NORM,
     RMS_NORM_CASES,
     AttentionCase,
-    RMSNormCase,
     measure_attention,
     measure_rms_norm,
 )
@@ -49,28 +51,6 @@ pytestmark = [
 ]
 
 RTOL_FP32 = 2e-5  # as in test_kernels_interpreter.py: fp32 matmuls run in IEEE precision
-
-REALISTIC_RMS_NORM = [
-    RMSNormCase((8, 512, 4096), "vector"),
-    RMSNormCase((16384, 1000), "scalar"),
-    RMSNormCase((4, 256, 8192), "none"),
-    RMSNormCase((2, 1024, 1024), "vector", eps=1e-5),
-    RMSNormCase((64, 256, 128), "vector"),
-]
-REALISTIC_ATTENTION = [
-    AttentionCase(4, 16, 16, 1024, 64, causal=True, layout="bthd"),
-    AttentionCase(4, 16, 16, 1024, 64, causal=False),
-    AttentionCase(2, 8, 8, 2048, 128, causal=True),
-    AttentionCase(2, 16, 4, 512, 128, causal=True, scale="inv_sqrt_d"),
-    AttentionCase(2, 12, 12, 1000, 80, causal=True),
-    AttentionCase(1, 8, 1, 777, 96, causal=False),
-    AttentionCase(64, 4, 4, 256, 64, causal=True, layout="bthd"),
-    AttentionCase(32, 16, 2, 1024, 64, causal=True),  # GQA with enough programs: the group loops in one program
-    AttentionCase(2, 16, 1, 1024, 128, causal=True, layout="bthd"),  # multi-query, few programs: the split path
-    AttentionCase(4100, 16, 16, 8, 16, causal=True),  # B·H = 65,600 programs' worth of heads
-]
-REALISTIC_RMS_NORM += [RMSNormCase((8, 256, 1024), "vector", fused=True), RMSNormCase((4, 256, 2048), "none", fused=True)]
-
 
 @pytest.fixture(autouse=True)
 def _force_triton(monkeypatch):
@@ -97,11 +77,6 @@ def test_float32_matches_float64(case):
 
 
 _lease = pytest.mark.lease
-# The lease's bf16 cases: every attention case compiles its own forward and backward (a JIT specialisation per head
-# dim, mask, sequence length class and GQA path, ~10 s each on the host), so the lease takes eight that cover padded
-# head dims, partial blocks, GQA (both backward paths), the model's layout, T 2048 and d128; all RMSNorm cases are cheap.
-LEASE_CASES = ([ATTENTION_CASES[i] for i in (2, 3, 4)] + [REALISTIC_ATTENTION[i] for i in (0, 2, 4, 7, 8)]
-               + [RMS_NORM_CASES[i] for i in (3, 7, 8, 11)] + REALISTIC_RMS_NORM)
 
 
 @pytest.mark.parametrize(

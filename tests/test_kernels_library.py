@@ -283,3 +283,23 @@ def test_a_non_positive_scale_is_left_to_the_reference(monkeypatch):
     assert flash_attention.unsupported(q, q, q, 0.25) is None
     for scale in (0.0, -0.25):
         assert "not positive" in flash_attention.unsupported(q, q, q, scale)
+
+
+@needs_compiler_triton
+@pytest.mark.filterwarnings("ignore")
+def test_warming_compiles_what_the_jit_will_look_up(monkeypatch, tmp_path):
+    """tune.warm builds each distinct launch once, in worker processes, into Triton's on-disk cache: the same builds
+    (hashes) as the offline compile, which the JIT-path test above ties to JITFunction.run."""
+    from mupbench.kernels import testing, tune
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))
+    case = testing.AttentionCase(2, 2, 1, 8, 16, causal=True)
+    # the small preprocess kernel only (compiles fast), from two shapes that specialise alike: compiled once
+    launches = [launch for c in (case, testing.AttentionCase(4, 2, 1, 8, 16, causal=True))
+                for launch in tune.case_launches(c, torch.float16, "sm90", 132)
+                if launch[0].__name__ == "_bwd_preprocess"]
+    result = tune.warm(launches, 90, workers=1)
+    assert len(launches) == 2 and result["errors"] == [] and result["kernels"] == 1 and len(result["hashes"]) == 1
+    assert {tune.compile_launch(kernel, args, kwargs, 90).hash for kernel, _, args, kwargs in launches} == set(
+        result["hashes"])
+    assert list((tmp_path / "cache").iterdir())
