@@ -761,3 +761,13 @@ def test_code_edited_during_a_sweep_stops_it_once_and_stores_no_failure(corpus_f
     assert "changed" not in capfd.readouterr().err
     counts = directory.store_counts(out)
     assert counts["failed"] == 0 and counts["ok"] + counts["diverged"] == counts["planned"]
+
+
+def test_a_local_ray_instance_needs_token_authentication(monkeypatch):
+    from mupbench.executors import ray as ray_executor
+
+    with pytest.raises(UserError, match=r"Ray 2.10.0 has no token authentication.*Ray >= 2.52"):
+        ray_executor._require_token_auth("2.10.0")
+    ray_executor._require_token_auth("2.52.0")
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'ray = ["ray>=2.52"]' in pyproject  # the extra never installs a Ray without it

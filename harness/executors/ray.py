@@ -30,6 +30,10 @@ from mupbench.config import RunSpec
 from mupbench.errors import CodeChanged, UserError
 
 MAX_RETRIES = 3  # infrastructure failures (worker killed, node lost) per run; training failures are never retried
+# A Ray instance started here (no --ray-address) advertises 127.0.0.1 and requires Ray's token authentication (Ray
+# 2.52 introduced it): its servers listen on every interface, so without a token anyone who can reach this machine
+# could run code in the sweep's workers while it runs.
+TOKEN_AUTH_RAY = (2, 52)
 CONNECT_TIMEOUT_S = 5.0
 INSTALL_HINT = 'pip install "mupbench[ray]"'
 
@@ -40,6 +44,23 @@ def import_ray():
     except ImportError:
         raise UserError(f"--executor ray needs Ray, which is not installed here: {INSTALL_HINT}") from None
     return ray
+
+
+def _require_token_auth(version: str | None = None) -> None:
+    """A local instance needs a Ray with token authentication (UserError otherwise, before it starts)."""
+    from importlib import metadata
+
+    try:
+        version = version or metadata.version("ray")
+        release = tuple(int(x) for x in version.split(".")[:2])
+    except metadata.PackageNotFoundError:
+        return  # import_ray says what to install
+    except ValueError:
+        return  # a development build: assume it is recent
+    if release < TOKEN_AUTH_RAY:
+        raise UserError(f"Ray {version} has no token authentication, so the Ray instance `--executor ray` "
+                        f"would start here would accept anyone's jobs: upgrade it ({INSTALL_HINT}, Ray >= "
+                        f"{'.'.join(map(str, TOKEN_AUTH_RAY))}), or give --ray-address of a cluster you secured")
 
 
 def _check_reachable(address: str) -> None:
@@ -115,6 +136,9 @@ class RayExecutor:
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address not in (None, "auto"):
             _check_reachable(address)
+        if address is None and "ray" not in sys.modules:  # a local instance: token auth, read by Ray at import
+            _require_token_auth()
+            os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray generates the token of a local instance itself
         ray = import_ray()
         self.owns_ray = not ray.is_initialized()  # else: this process's Ray connection (an embedding program's)
         if self.owns_ray:
@@ -143,6 +167,7 @@ class RayExecutor:
             from mupbench.devices import cpu_cores
 
             kwargs["num_cpus"] = cpu_cores()  # a local instance: this machine's cores, never more
+            kwargs["_node_ip_address"] = "127.0.0.1"
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
