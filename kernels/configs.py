@@ -71,9 +71,9 @@ class BwdConfig:
         return self.block, self.block_m1, self.block_n2, self.warps, self.stages
 
 
-# Candidates, best guesses first, for Hopper-class GPUs: tiles wide enough for wgmma (64-row warpgroup MMAs with N ≥ 32)
-# and 8 warps (two warpgroups). max_head_dim is the largest padded head dim at which the config compiles for sm_90
-# without spilling, with the runtime's specialisation (`mupbench bench tune --compile-only`; kernels/tune.py
+# Candidates, best guesses first, for Hopper-class GPUs: tiles wide enough for wgmma (64-row warpgroup MMAs with
+# N ≥ 32) and 8 warps (two warpgroups). max_head_dim is the largest padded head dim at which the config compiles for
+# sm_90 without spilling, with the runtime's specialisation (`mupbench bench tune --compile-only`; kernels/tune.py
 # specialises the operators' real launch arguments through Triton's own JIT binder). The comments give registers /
 # spill bytes / shared memory (KB) at d64 and d128 from that check (Triton 3.9, bf16, causal, T 1024, 16 heads).
 FWD_CANDIDATES = (

@@ -79,12 +79,14 @@ def test_a_cut_stage_keeps_what_it_wrote_on_sigint_and_one_ignoring_it_is_killed
     on_sigint = (f"import json, time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
                  f"    json.dump({{'partial': True}}, open({str(partial)!r}, 'w'))\n    raise SystemExit(130)\n")
     ignores = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)"
-    stages = [gpu_check.Stage("interrupted", 1.0, _python(on_sigint)), gpu_check.Stage("stubborn", 1.0, _python(ignores))]
+    stages = [gpu_check.Stage("interrupted", 1.0, _python(on_sigint)),
+              gpu_check.Stage("stubborn", 1.0, _python(ignores))]
     start = time.monotonic()
     assert gpu_check.run_stages(ctx, stages, missing=set()) == 1
     assert time.monotonic() - start < 20
     first, second = _summary(ctx)["stages"]
-    assert first["status"] == "timed out" and first["rc"] == 130 and json.loads(partial.read_text()) == {"partial": True}
+    assert first["status"] == "timed out" and first["rc"] == 130
+    assert json.loads(partial.read_text()) == {"partial": True}
     assert str(partial) in first["files"]
     assert second["status"] == "timed out" and second["rc"] == -9  # SIGKILL after the grace period
 
@@ -133,7 +135,8 @@ def test_refuses_cleanly_without_cuda(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), "--lease", "--out", str(out)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
-    assert done.stderr == f"gpu-check: error: no CUDA GPU visible to {sys.executable} (torch.cuda.is_available() is False)\n"
+    assert done.stderr == (f"gpu-check: error: no CUDA GPU visible to {sys.executable} "
+                           "(torch.cuda.is_available() is False)\n")
     assert "Traceback" not in done.stdout and not out.exists()
 
 

@@ -12,8 +12,8 @@
 - The offline compile (kernels/tune.py) builds what the JIT runs: same compile hash, registers and spills.
 
 Tests marked `lease` are what `scripts/gpu-check --lease` runs in its two minutes for tests (JIT compiles dominate):
-bf16 correctness at the pinned configurations on kernels/testing.py's LEASE_CASES, a deterministic backward (the split GQA path), the
-offline compile against the JIT's build, no spills. The rest (fp32, every candidate config, layouts, Inductor, the
+bf16 correctness at the pinned configurations on kernels/testing.py's LEASE_CASES, a deterministic backward (the split
+GQA path), the offline compile against the JIT's build, no spills. The rest (fp32, every candidate config, layouts, Inductor, the
 300-step training runs) run in the full check.
 """
 from __future__ import annotations
