@@ -4,7 +4,10 @@ ablation.
 Each preset's `model` and `train` dicts are the base recipe an ablation changes; the grids come on top. A width sweep
 varies the width over `widths`; a depth sweep varies the depth over `depths` at the fixed width `axis_width` (base
 depth = the smallest depth); a duration sweep varies the training length over `durations` (steps; the tokens are steps
-× batch × sequence) at `axis_width`, with warmup and every other setting of the recipe unchanged.
+× batch × sequence) at `duration_width`, 4× the base width (at the base width μP and SP differ only in the
+unembedding's init, so a duration sweep there could not tell them apart), with a warmup of DURATION_WARMUP_FRACTION of
+the shortest duration for every length (so the warmup is at most that fraction of any run, and the runs of every length
+still share their stable phase: mupbench.branches) and every other setting of the recipe unchanged.
 Lion gets its own grid, shifted down, since its optimum sits 3–10× below AdamW's (lion-pytorch README).
 """
 from __future__ import annotations
@@ -31,7 +34,12 @@ class Preset:
     max_seeds: int = 8
     depths: tuple[int, ...] = (2, 4, 8, 16)  # the depth grid of depth sweeps
     durations: tuple[int, ...] = (75, 150, 300, 600)  # the training lengths (steps) of duration sweeps
-    axis_width: int = 32  # the width of depth and duration sweeps
+    axis_width: int = 32  # the width of depth sweeps
+    duration_width: int = 128  # the width of duration sweeps: 4× the base width (cpu-micro, a sanity check: its base)
+
+    def duration_warmup(self, durations: tuple[int, ...] | None = None) -> int:
+        """The warmup (steps) of every run of a duration sweep over `durations` (default the preset's)."""
+        return max(1, round(DURATION_WARMUP_FRACTION * min(durations or self.durations)))
 
     def log2_grid(self, optimizer: str) -> tuple[float, ...]:
         shift = self.lion_log2_shift if optimizer == "lion" else 0.0
@@ -41,6 +49,12 @@ class Preset:
         """The complete base recipe (every config field), with the width and LR left to the grid."""
         model = {**_defaults(ModelConfig, "width"), **self.model, "parameterization": parameterization}
         return {"model": model, "train": {**_defaults(TrainConfig, "lr"), **self.train}}
+
+
+# a duration sweep's warmup, as a fraction of its shortest run: the recipe's 30 of 300 steps. A fixed warmup of 30
+# steps was 40% of a 75-step run and 5% of a 600-step one, a confound in the direction of the effect measured (a long
+# warmup tolerates a higher LR); now it is 10% of the shortest run and 1.3% of the longest.
+DURATION_WARMUP_FRACTION = 0.1
 
 
 def _defaults(cls, grid_field: str) -> dict:
@@ -61,7 +75,7 @@ PRESETS: dict[str, Preset] = {
             log2_lrs=_ints(-11, -4),
             model=dict(depth=2, head_dim=16, base_width=32, vocab_size=256),
             train=dict(steps=300, warmup=30, batch_size=16, seq_len=64, eval_every=50, eval_tokens=8192),
-            depths=(2, 4, 8), durations=(75, 150, 300, 600), axis_width=32,
+            depths=(2, 4, 8), durations=(75, 150, 300, 600), axis_width=32, duration_width=128,
         ),
         Preset(
             name="cpu-micro",
@@ -70,7 +84,7 @@ PRESETS: dict[str, Preset] = {
             log2_lrs=_ints(-8, -5),
             model=dict(depth=1, head_dim=8, base_width=16, vocab_size=256),
             train=dict(steps=30, warmup=3, batch_size=4, seq_len=32, eval_every=10, eval_tokens=256),
-            seeds=1, max_seeds=1, depths=(1, 2), durations=(15, 30), axis_width=16,
+            seeds=1, max_seeds=1, depths=(1, 2), durations=(15, 30), axis_width=16, duration_width=16,
         ),
         Preset(
             name="gpu-small",
@@ -79,7 +93,7 @@ PRESETS: dict[str, Preset] = {
             log2_lrs=_ints(-10, -3),
             model=dict(depth=4, head_dim=64, base_width=128, vocab_size=256),
             train=dict(steps=500, warmup=50, batch_size=32, seq_len=256, eval_every=100, eval_tokens=131072),
-            depths=(2, 4, 8, 16, 32), durations=(250, 500, 1000, 2000), axis_width=256,
+            depths=(2, 4, 8, 16, 32), durations=(250, 500, 1000, 2000), axis_width=256, duration_width=512,
         ),
         Preset(
             name="paper",
@@ -92,6 +106,7 @@ PRESETS: dict[str, Preset] = {
                 eval_every=5000, eval_tokens=1 << 24,
             ),
             depths=(6, 12, 24, 48), durations=(31_250, 62_500, 125_000, 250_000), axis_width=512,
+            duration_width=512,
         ),
     ]
 }

@@ -73,12 +73,13 @@ def _scale_points(axis: str, preset: Preset, recipe: dict) -> list[tuple[dict, d
         return [({"width": preset.axis_width, "depth": d, "base_depth": min(preset.depths)}, {})
                 for d in preset.depths]
     train = recipe["train"]
+    warmup = preset.duration_warmup()
     for steps in preset.durations:
-        start = wsd_decay_start(steps, train["warmup"], train["decay_fraction"])
+        start = wsd_decay_start(steps, warmup, train["decay_fraction"])
         if start >= steps:
             raise UserError(f"duration {steps} steps: its decay would branch off at step {start}, at or after the end "
-                            f"of training (warmup is {train['warmup']} steps): choose durations longer than the warmup")
-    return [({"width": preset.axis_width}, {"steps": t}) for t in preset.durations]
+                            f"of training (warmup is {warmup} steps): choose durations longer than the warmup")
+    return [({"width": preset.duration_width}, {"steps": t, "warmup": warmup}) for t in preset.durations]
 
 
 def plan(
