@@ -167,7 +167,8 @@ def _stored_run(row: dict, curve: list) -> StoredRun:
               "seed": int(row["seed"]), "run_hash": row["run_hash"],
               **{k: extra[k] for k in ("suite", "preset") if k in extra}}
     return StoredRun(run_hash=row["run_hash"], name=name, params=params, spec=spec, status=row["status"],
-                     error=row["error"] if isinstance(row["error"], str) else None, final_val_loss=_optional(row["final_val_loss"]), wall_s=_optional(row["wall_s"]),
+                     error=row["error"] if isinstance(row["error"], str) else None,
+                     final_val_loss=_optional(row["final_val_loss"]), wall_s=_optional(row["wall_s"]),
                      steps_done=_optional(row["steps_done"], int), n_params=_optional(row["n_params"], int),
                      tokens_per_s=_optional(row["tokens_per_s"]), finished_at=float(row["finished_at"]), curve=curve)
 
@@ -237,14 +238,15 @@ class Tracking:
         try:
             action()
             return True
-        except UserError:
-            raise
         except Exception as e:  # the tracker's library raises anything: network, auth, its own errors
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            message = f"--log {tracker.name}: could not {what} ({type(e).__name__}: {first})"
+            if isinstance(e, UserError):  # a misconfiguration we recognised, said with its fix
+                message = str(e)
+            else:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                message = f"--log {tracker.name}: could not {what} ({type(e).__name__}: {first})"
             if self.required:
-                raise UserError(f"{message}: fix the tracker's settings, or drop --log-required to go on without "
-                                "it") from None
+                raise UserError(message if isinstance(e, UserError) else f"{message}: fix the tracker's settings, or "
+                                "drop --log-required to go on without it") from None
             self.warn(f"{message}; the sweep goes on without it (the store keeps every run: a later `mupbench run "
                       f"--log {tracker.name}` on this directory logs what is missing)")
             with contextlib.suppress(Exception):
