@@ -25,15 +25,20 @@ Settings: DEFAULTS, or a JSON or TOML file named by $MUPBENCH_SYNTHETIC_NOISE th
 missing or unknown is refused — UserError, exit 2 — when this module is imported, before any run).
 
 How DEFAULTS were measured (2026-12, cpu-tiny μP baseline on the embedded corpus, 300 steps, one thread per run):
-width 32, seeds 0–3, every LR 2^-10 … 2^-2 (36 runs, 3.5 s each); width 128, seeds 0–2, the same LRs (27 runs).
+width 32, seeds 0–3, every LR 2^-10 … 2^-2 (36 runs, 3.5 s each); width 128, seeds 0–1, the same LRs (18 runs,
+25–60 s each on the loaded machine; seed 2 was stopped after one run).
 - optimum_log2_lr −5.27, curvature_below 0.036, curvature_above 0.041: a least-squares fit of the asymmetric
   parabola to width 32's seed-mean curve (rms residual 0.018 nats over the 9 LRs); the basin is close to quadratic
   four log2 units either side of the optimum. The per-seed vertices of the same fit: −5.42, −4.85, −5.47, −5.35.
+  Width 128's mean curve: optimum −5.22, curvature 0.042 below and 0.047 above (rms 0.022): the same basin, so one
+  curvature serves every width.
 - point_sd 0.016, point_sd_above 0.045: the residual sd of the two-way (seed × LR) decomposition at width 32, pooled
   over the LRs at or below the optimum (0.013–0.021 each) and over the LRs one to three steps above it (0.051, 0.044,
   0.027); earlier, 5 seeds at 2^-6…2^-4 gave 0.012 at 2^-6 and 0.057 at 2^-4 (mupbench.transfer.NOISE).
 - seed_offset_sd 0.015: the seed effects of that decomposition (+0.007, −0.021, +0.000, +0.013); 5 seeds gave 0.023.
-- noise_per_doubling: the ratio of width 128's pooled residual sd to width 32's, per doubling (measured_noise.json).
+- noise_per_doubling 1: width 128's pooled residual sd over seeds 0–1 is 0.023 against width 32's 0.029 for the same
+  seeds (0.88 per doubling, from 9 degrees of freedom each); 1 keeps the wider widths as noisy as the narrowest, the
+  conservative choice until more seeds measure it.
 - gain_per_doubling −0.09 nats: best loss 2.048 / 1.947 / 1.864 at widths 32 / 64 / 128 (the committed lingle table).
 - cliff 4: no run diverged up to 2^-2, 3.3 log2 above the optimum; seed_optimum_sd 0: not separable from the point
   noise with 3–4 seeds (0 keeps each width's noise independent, the harder case for the drift).
