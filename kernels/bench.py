@@ -335,6 +335,22 @@ def _sdpa(backend: str, gqa: bool) -> Callable:
     return fn
 
 
+def _config_resources(used: dict, head_dim: int) -> dict:
+    """Registers, spill bytes, shared memory and MMA instructions of the attention configs used, as this GPU's Triton
+    builds them with the JIT's specialisation (kernels/tune.py `compile_config`; a cache hit after the first launch)."""
+    from mupbench.kernels import configs, flash_attention, tune
+
+    major, minor = torch.cuda.get_device_capability()
+    out = {}
+    for entry in used.values():
+        for cls, part in ((configs.FwdConfig, "fwd"), (configs.BwdConfig, "bwd")):
+            config = cls(**entry[part])
+            if config.name not in out:
+                out[config.name] = _attempt(f"resources of {config.name}", lambda c=config: tune.compile_config(
+                    c, flash_attention.padded_head_dim(head_dim), major * 10 + minor))
+    return out
+
+
 def measure_attention(time_ms, shapes, with_math: bool, graphs: bool) -> list[dict]:
     from mupbench.kernels import configs, flash_attention
 
@@ -357,6 +373,7 @@ def measure_attention(time_ms, shapes, with_math: bool, graphs: bool) -> list[di
             max_err = (flash_attention.attention(q, k, v, scale, True).float() - ref.float()).abs().max().item()
             del ref
         used = {k_: c for k_, c in configs.used().items() if k_.startswith("attention")}
+        resources = _config_resources(used, head_dim)
         flops_fwd = 4 * batch * heads * seq * seq * head_dim / 2
         for mode, flops in (("fwd", flops_fwd), ("fwd+bwd", 3.5 * flops_fwd)):
             def call_for(fn, mode=mode):
@@ -377,7 +394,7 @@ def measure_attention(time_ms, shapes, with_math: bool, graphs: bool) -> list[di
                       "head_dim": head_dim, "causal": True, "mode": mode, "flops": flops,
                       "sdpa_default_backend": _sdpa_default_backend(q, k.repeat_interleave(heads // kv_heads, 1),
                                                                     v.repeat_interleave(heads // kv_heads, 1), scale),
-                      "triton_config": used, "max_abs_err_vs_torch": max_err,
+                      "triton_config": used, "triton_resources": resources, "max_abs_err_vs_torch": max_err,
                       "results": _time_impls(time_ms, impls, call_for, leaves, graphs, label, rate)}
             _add_speedups(record)
             records.append(record)
@@ -559,6 +576,15 @@ def format_markdown(report: dict) -> str:
                                ("B×H/H_kv", lambda r: f"{r['batch']}×{r['heads']}/{r['kv_heads']}"),
                                ("pass", lambda r: r["mode"]),
                                ("max err", lambda r: f"{r['max_abs_err_vs_torch']:.1e}")], "tflops", "TFLOP/s")
+        built = {}
+        for r in attn:
+            for name, res in r.get("triton_resources", {}).items():
+                built.setdefault(f"{name} d{r['head_dim']}", res)
+        if built:
+            lines += ["Attention configs as this GPU's Triton builds them (registers / spill bytes / shared KB / MMA): "
+                      + "; ".join(f"{name} {res['registers']} / {res['spill_bytes']} / {res['smem_kb']} / {res['mma']}"
+                                  if "registers" in res else f"{name} {res.get('error', 'n/a')}"
+                                  for name, res in sorted(built.items())), ""]
     train = [r for r in report.get("train_step", []) if "width" in r]
     if train:
         s = train[0]

@@ -4,8 +4,9 @@
   group size) at the shapes the presets run, times every candidate forward configuration (forward alone) and every
   candidate backward configuration (forward + backward, the forward fixed at the fastest), with CUDA-event timings
   (triton.testing.do_bench, L2 flushed), and picks the fastest of each. Candidates that fail to compile or launch, or
-  that spill registers, are recorded and skipped. The result is a JSON file in the pinned table's layout: point
-  MUPBENCH_KERNEL_CONFIGS at it to use it, or copy its "attention" entries into kernels/pinned.py to pin it.
+  that spill registers in this GPU's Triton build (`compile_config`, the JIT's specialisation), are recorded and
+  skipped. The result is a JSON file in the pinned table's layout: point MUPBENCH_KERNEL_CONFIGS at it to use it, or
+  copy its "attention" entries into kernels/pinned.py to pin it.
 - `compile_report(...)` (no GPU needed): compiles every candidate for a GPU architecture (sm_90 by default) with
   Triton's own ptxas and reads registers and spill (stack) bytes with cuobjdump, shared memory and the MMA
   instructions (wgmma shapes, or mma.sync) from the build, which is how the candidates' `max_head_dim` limits were
@@ -295,16 +296,27 @@ def tune(quick: bool = False, shapes=TUNE_SHAPES, dtype: torch.dtype = torch.bfl
         _, heads, kv_heads, _, head_dim = shape
         key = configs.key(arch, flash_attention.padded_head_dim(head_dim), dtype, causal, heads // kv_heads)
         by_key.setdefault(key, []).append(shape)
+    major, minor = torch.cuda.get_device_capability()
     table, timings = {}, []
     for key, key_shapes in by_key.items():
         d_pad = flash_attention.padded_head_dim(key_shapes[0][-1])
-        fwd_candidates = [c for c in configs.FWD_CANDIDATES if d_pad <= c.max_head_dim]
-        bwd_candidates = [c for c in configs.BWD_CANDIDATES if d_pad <= c.max_head_dim]
+        # this GPU's Triton builds each candidate as its JIT would: a candidate that spills here is not timed
+        resources = {}
+        for c in (*configs.FWD_CANDIDATES, *configs.BWD_CANDIDATES):
+            if d_pad <= c.max_head_dim:
+                try:
+                    resources[c.name] = compile_config(c, d_pad, major * 10 + minor, causal)
+                except Exception as err:  # noqa: BLE001 - a candidate that does not build is a result
+                    resources[c.name] = {"error": f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"}
+        usable = {name for name, r in resources.items() if r.get("spill_bytes") == 0}
+        fwd_candidates = [c for c in configs.FWD_CANDIDATES if c.name in usable]
+        bwd_candidates = [c for c in configs.BWD_CANDIDATES if c.name in usable]
         fwd_rows = [_time_candidates(sh, dtype, causal, fwd_candidates, None, "fwd") for sh in key_shapes]
         best_fwd = _fastest(fwd_rows, fwd_candidates)
         bwd_rows = [_time_candidates(sh, dtype, causal, bwd_candidates, best_fwd, "fwd+bwd") for sh in key_shapes]
         best_bwd = _fastest(bwd_rows, bwd_candidates)
-        timings.append({"key": key, "shapes": key_shapes, "fwd": fwd_rows, "fwd+bwd": bwd_rows})
+        timings.append({"key": key, "shapes": key_shapes, "resources": resources, "fwd": fwd_rows,
+                        "fwd+bwd": bwd_rows})
         if best_fwd and best_bwd:
             table[key] = {
                 "fwd": {k: getattr(best_fwd, k) for k in ("block_m", "block_n", "warps", "stages")},

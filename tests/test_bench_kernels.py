@@ -166,6 +166,8 @@ def _synthetic_report() -> dict:
     attn = [{"dtype": "bfloat16", "batch": 16, "heads": 16, "kv_heads": kv, "seq": seq, "head_dim": 64,
              "causal": True, "mode": "fwd+bwd", "flops": 1e12, "sdpa_default_backend": "CUDNN_ATTENTION",
              "max_abs_err_vs_torch": 1e-3, "triton_config": {},
+             "triton_resources": {"fwd-m128-n64-w8-s3": {"registers": 120, "spill_bytes": 0, "smem_kb": 64,
+                                                         "mma": "wgmma m64n64k16"}},
              "results": {"triton": {"plain": {**_timing(5.0), "tflops": 200.0}, "graph": {**_timing(4.0), "tflops": 250.0}},
                          "sdpa[FLASH]": {"plain": {**_timing(6.0), "tflops": 166.0}, "graph": {**_timing(5.0), "tflops": 1}},
                          "sdpa[CUDNN]": {"plain": {**_timing(4.0), "tflops": 250.0}, "graph": {**_timing(3.9), "tflops": 1}}}}
@@ -197,7 +199,8 @@ def test_report_names_gpu_versions_ratios_and_targets(tmp_path):
     for text in ("NVIDIA H100 80GB HBM3", "driver 580.1", "git abc1234", "torch 2.11", "triton 3.6.0", "CUDA 13.0",
                  "3.00 TB/s", "| add_rms_norm | 1024 | vector | fwd+bwd | plain | 250 | 800 | n/a | 2.68 | 3.20× | n/a |",
                  "| graph |", "sdpa[CUDNN]", "CUDNN_ATTENTION", "| 256 | all | 800,000 | 1,000,000 | 1,100,000 | "
-                 "1,250,000 | 1.25× |", "2 of 4 met", "attention sm90/d64/bfloat16/causal/g1"):
+                 "1,250,000 | 1.25× |", "2 of 4 met", "attention sm90/d64/bfloat16/causal/g1",
+                 "fwd-m128-n64-w8-s3 d64 120 / 0 / 64 / wgmma m64n64k16"):
         assert text in md, text
 
 
