@@ -41,6 +41,8 @@ class Design:
     max_seeds: int = 3
     tolerance: float = DEFAULT_TOLERANCE
     extend: int = EXTEND
+    optimum_log2_lr: float | None = None  # the true optimum at the narrowest scale; None: where cpu-tiny's measured
+    #                                       one sits relative to the top of the grid
 
     @property
     def top_log2_lr(self) -> float:
@@ -65,14 +67,15 @@ def settings(spec: RunSpec) -> dict:
 
 def world(design: Design, drift: float, draw: int, noise: dict | None = None) -> dict:
     """The synthetic landscape of one simulated sweep: `noise` (default the measured one) with the true `drift`, its
-    own random numbers, and the optimum moved by up to half a grid step so it is not tied to the grid (it sits where
-    cpu-tiny's measured one does, relative to the top of the design's grid)."""
+    own random numbers, and the optimum (the design's, by default where cpu-tiny's measured one sits relative to the
+    top of its grid) moved by up to half a grid step so it is not tied to the grid."""
     base = dict(noise or synthetic.DEFAULTS)
     rng = np.random.default_rng([draw, 7])
-    where = synthetic.DEFAULTS["optimum_log2_lr"] - CPU_TINY_TOP_LOG2_LR
+    centre = design.optimum_log2_lr
+    if centre is None:
+        centre = design.top_log2_lr + synthetic.DEFAULTS["optimum_log2_lr"] - CPU_TINY_TOP_LOG2_LR
     return {**base, "axis": design.axis, "drift": drift, "noise_seed": draw,
-            "reference_scale": design.reference_scale,
-            "optimum_log2_lr": design.top_log2_lr + where + float(rng.uniform(-0.5, 0.5))}
+            "reference_scale": design.reference_scale, "optimum_log2_lr": centre + float(rng.uniform(-0.5, 0.5))}
 
 
 def simulate_sweep(design: Design, noise: dict) -> tuple[Verdict, int, dict[str, float], list[RunSpec]]:
