@@ -183,7 +183,8 @@ def parse_errors(command: str) -> list[str]:
 OTHER_TOOLS_FLAGS = {"--no-deps", "--head", "--port", "--address", "--num-gpus", "--num-cpus", "--block",
                      "--node-ip-address", "--ip-address", "--nodes", "--ntasks", "--ntasks-per-node", "--gpus-per-node",
                      "--cpus-per-task", "--exclusive", "--time", "--shm-size", "--only",
-                     "--logdir", "--backend-store-uri"}
+                     "--logdir", "--backend-store-uri",
+                     "--draws", "--presets", "--designs", "--estimators"}  # scripts/error-rates
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 
