@@ -140,6 +140,7 @@ class Verdict:
     regret_within_noise: bool | None = None
     wider_is_better: bool | None = None
     n_seeds: int = 1
+    n_runs: int = 0  # the finished runs (ok or diverged) the verdict rests on: what the row cost
     notes: list[str] = field(default_factory=list)
     axis: str = "width"  # width | depth | tokens: what the drift is per doubling of
 
@@ -506,7 +507,7 @@ def analyze_group(ablation: str, parameterization: str, runs: pd.DataFrame, tole
     per_scale = [set(runs.loc[runs[axis] == w, "seed"]) for w in scales]
     seeds = sorted(set.intersection(*per_scale)) if per_scale else []
     verdict = Verdict(ablation, parameterization, "inconclusive", "", tol, grid_step(group_grid), scales, [],
-                      n_seeds=len(seeds), axis=axis)
+                      n_seeds=len(seeds), n_runs=len(runs), axis=axis)
     dropped = sorted(set().union(*per_scale) - set(seeds)) if per_scale else []
     if dropped:
         verdict.notes.append(f"seed(s) {', '.join(map(str, dropped))} left out: not run at every {axis} yet")

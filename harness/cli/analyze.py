@@ -54,9 +54,9 @@ def print_table(verdicts) -> None:
             opt = v.optimal_log2_lr
             rows.append([v.ablation, v.parameterization, v.verdict, *[opt.get(w) for w in scales],
                          drift_text(v.drift_per_doubling, v.drift_interval), regret_text(v.transfer_regret),
-                         v.strict_transfer, v.n_seeds])
+                         v.strict_transfer, v.n_seeds, v.n_runs])
         print(text_table(["ablation", "param", "verdict", *[scale_header(axis, w) for w in scales],
-                          f"drift/2x {axis} [{INTERVAL}]", "regret", "same argmin", "seeds"], rows))
+                          f"drift/2x {axis} [{INTERVAL}]", "regret", "same argmin", "seeds", "runs"], rows))
         for v in group:
             if v.verdict == "inconclusive" or v.notes:
                 print(f"  {v.ablation}/{v.parameterization}: " + "; ".join([v.reason] * (v.verdict == "inconclusive")
@@ -66,4 +66,5 @@ def print_table(verdicts) -> None:
     print(f"columns w<N> / L<N> / <N> tok: optimal log2 LR at width N, depth N or N training tokens (seed-mean curves); "
           f"drift: log2 LR per doubling of that axis with its {INTERVAL} interval over seeds; transfers when the interval lies "
           f"within ±{tol:g} (δ), shifts when it excludes 0 and |drift| > δ; regret: the largest scale's loss at the "
-          "smallest scale's best LR minus its best (∞: diverged); same argmin: Lingle's criterion")
+          "smallest scale's best LR minus its best (∞: diverged); same argmin: Lingle's criterion; seeds, runs: what the "
+          "verdict rests on (sequential seeds included)")
