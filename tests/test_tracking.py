@@ -386,3 +386,18 @@ def test_gate_logs_through_run_or_itself(tmp_path, corpus_file, monkeypatch):
     assert sorted(e["run_hash"] for e in _ledger(out)) == sorted(_stored(out)[0])
     artifacts = _text(_events(out / TRACKING_DIR / "tensorboard" / "_sweep"), "artifacts")
     assert str((out / "junit.xml").resolve()) in artifacts and str((out / "summary.md").resolve()) in artifacts
+
+
+def test_the_ledger_survives_a_line_cut_short(tmp_path):
+    """A process killed while appending leaves half a line: the entries before it count, the cut one does not (its
+    run is logged again, once)."""
+    from mupbench.tracking import _read_ledger
+
+    entry = {"tracker": "tensorboard:/x", "run_hash": "a" * 16, "finished_at": 1.5, "id": "w16"}
+    path = tmp_path / LEDGER_FILE
+    path.write_text(json.dumps(entry) + "\n" + json.dumps({**entry, "run_hash": "b" * 16})[:30])
+    assert _read_ledger(path) == {"tensorboard:/x": {"a" * 16: 1.5}}
+    with open(path, "a") as f:  # what Tracking appends next
+        f.write(json.dumps({**entry, "run_hash": "c" * 16}) + "\n")
+    assert _read_ledger(path) == {"tensorboard:/x": {"a" * 16: 1.5, "c" * 16: 1.5}}
+    assert _read_ledger(tmp_path / "missing.jsonl") == {}

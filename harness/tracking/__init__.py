@@ -334,11 +334,16 @@ def _read_json(path: Path):
 
 
 def _read_ledger(path: Path) -> dict[str, dict[str, float]]:
+    """What the ledger says was logged; a last line cut short is ended, so the next entry starts a line of its own."""
     logged: dict[str, dict[str, float]] = {}
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except OSError:
         return logged
+    if text and not text.endswith("\n"):
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("\n")
+    lines = text.splitlines()
     for line in lines:
         try:
             entry = json.loads(line)
