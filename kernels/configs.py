@@ -75,7 +75,8 @@ class BwdConfig:
 # N ≥ 32) and 8 warps (two warpgroups). max_head_dim is the largest padded head dim at which the config compiles for
 # sm_90 without spilling, with the runtime's specialisation (`mupbench bench tune --compile-only`; kernels/tune.py
 # specialises the operators' real launch arguments through Triton's own JIT binder). The comments give registers /
-# spill bytes / shared memory (KB) at d64 and d128 from that check (Triton 3.9, bf16, causal, T 1024, 16 heads).
+# spill bytes / shared memory (KB) at d64 and d128 from that check (Triton 3.9, bf16, causal, T 1024, 16 heads);
+# Triton 3.6 (the device image's) spills the same ones and no others (docs/kernels.md has both builds' numbers).
 FWD_CANDIDATES = (
     FwdConfig(128, 64, 8, 3),  # d64 120/0/64 wgmma m64n64; d128 200/0/128 m64n64 + m64n128
     FwdConfig(128, 128, 8, 2),  # d64 185/0/80; d128 255/0/160 (at the register cap)
