@@ -27,11 +27,16 @@ def text_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`\[\]|])")
+
+
 def markdown_text(text) -> str:
-    """A string shown in markdown on one line, with HTML escaped and pipes escaped, so a name like `<img src=x>` or
-    `a|b` can neither inject markup nor split a table cell."""
+    """A string shown in markdown on one line, HTML escaped and markdown's link, image, code and table characters
+    backslash-escaped, so a name like `<img src=x>`, `![x](http://…)`, `[click](…)`, three backticks or `a|b` can
+    neither inject markup nor split a table cell; the text still reads as written."""
     text = " ".join(str(text).split())
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def markdown_code(text) -> str:

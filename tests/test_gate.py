@@ -64,7 +64,7 @@ def test_pass_writes_junit_and_summary(tmp_path, capsys):
     junit = (d / "junit.xml").read_text()
     assert 'tests="2"' in junit and 'failures="0"' in junit
     summary = (d / "summary.md").read_text()
-    assert "gate: PASS" in summary and "| baseline[mup] |" in summary
+    assert "gate: PASS" in summary and "| baseline\\[mup\\] |" in summary
 
 
 def test_expected_transfer_that_shifts_is_a_regression(tmp_path, capsys):

@@ -39,7 +39,7 @@ is the same run from any directory. The digest covers the factory's file and eve
 (code.py: the same identity the ablations and trainers use); a file edited while the sweep runs stops it once
 (mupbench.errors.CodeChanged) instead of storing the remaining runs as failed.
 """
-from mupbench.byo.code import changed_files, code_digest, code_identity
+from mupbench.byo.code import changed_files, changed_since, code_digest, code_identity
 from mupbench.byo.groups import (
     HOOK_GROUPS,
     STORE_META_KEY,
@@ -70,7 +70,7 @@ from mupbench.byo.shapes import HOOK_ROLES, KIND_TEXT, TensorInfo, describe, inf
 from mupbench.config import BYO_SPEC_KEY as SPEC_KEY
 
 __all__ = [
-    "changed_files", "code_digest", "code_identity",
+    "changed_files", "changed_since", "code_digest", "code_identity",
     "HOOK_GROUPS", "HOOK_ROLES", "KIND_TEXT", "SPEC_KEY", "STORE_META_KEY", "ModelSource", "Prepared", "Scale",
     "TensorInfo", "build_for_spec", "call_factory", "check_backward", "check_forward", "describe",
     "hook_sets_weight_decay", "infer",

@@ -4,7 +4,8 @@ outside the standard library, site-packages and mupbench itself, each by its SHA
     code_identity("path/to/model.py")   {"model.py": "<sha256>", "helpers/lr.py": "<sha256>", "teamlib": "1.4.0"}
     code_identity("team.models")        the same for an importable module (labels relative to its package's folder)
     code_digest(identity)               one SHA-256 for a run's identity (RunSpec.identity)
-    changed_files(old, new)             the labels whose content differs, for a message
+    changed_since(identity, target)     the labels whose file changed since: what a worker checks before a run
+    changed_files(old, new)             the labels whose content differs between two identities, for a message
 
 Files are labelled by their path relative to the target's folder, so the same code is the same identity from any
 checkout. A package installed into site-packages that the user's code imports is identified by its distribution's
@@ -63,6 +64,30 @@ def code_identity(target: str | Path) -> dict[str, str]:
 
 def code_digest(identity: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def changed_since(identity: dict[str, str], target: str | Path) -> list[str]:
+    """The labels of `identity` (code_identity(target) when the sweep was planned) whose file now differs or is gone
+    (a distribution: whose version differs). Reads only those files: unlike a new code_identity, the answer does not
+    depend on what this process has imported or put on sys.path, so a worker process checks what its driver planned.
+    (A new import needs an edit of a file already listed, so this finds it too.)"""
+    try:
+        _, root = _start(target)
+    except UserError:
+        return sorted(identity)
+    changed = []
+    for label, digest in identity.items():
+        if "." not in label and "/" not in label:  # an installed distribution: name → version
+            if _version(label) != digest:
+                changed.append(label)
+            continue
+        try:
+            now = hashlib.sha256((root / label).read_bytes()).hexdigest()
+        except OSError:
+            now = None
+        if now != digest:
+            changed.append(label)
+    return changed
 
 
 def changed_files(old: dict[str, str] | None, new: dict[str, str]) -> list[str]:

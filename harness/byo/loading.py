@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from mupbench.byo.code import changed_files, code_digest, code_identity
+from mupbench.byo.code import changed_since, code_digest, code_identity
 from mupbench.config import BYO_IDENTITY_KEYS
 from mupbench.errors import CodeChanged, UserError
 
@@ -119,16 +119,14 @@ def source_from_entry(entry: dict) -> ModelSource:
     if not path.is_file():
         raise CodeChanged(f"model file {path} (from --model {entry['spec']}) no longer exists: restore it, or run the "
                           "command again into a new --out")
-    try:
-        digest, code = model_code(path, entry.get("module"))
-    except UserError as e:
-        raise CodeChanged(f"the code of --model {entry['spec']} can no longer be read ({e})") from None
-    if digest != entry["sha256"]:
-        files = ", ".join(changed_files(entry.get("code"), code)) or path.name
-        raise CodeChanged(f"the code of --model {entry['spec']} changed while the sweep ran ({files}): no run of the "
-                          "new code is stored under the old one's name; revert the change and run the command again "
-                          "to finish the sweep, or run the new code into a new --out")
-    return ModelSource(entry["spec"], entry["factory"], str(path), entry.get("module"), digest, code)
+    code = entry.get("code") or {}
+    changed = changed_since(code, entry.get("module") or path) if code else (
+        [path.name] if _digest(path) != entry["sha256"] else [])  # an entry from before imports counted
+    if changed:
+        raise CodeChanged(f"the code of --model {entry['spec']} changed while the sweep ran ({', '.join(changed[:4])}): "
+                          "no run of the new code is stored under the old one's name; revert the change and run the "
+                          "command again to finish the sweep, or run the new code into a new --out")
+    return ModelSource(entry["spec"], entry["factory"], str(path), entry.get("module"), entry["sha256"], code)
 
 
 def call_factory(factory, width: int, label: str, device: str | torch.device | None = None) -> nn.Module:
