@@ -245,3 +245,16 @@ def test_slice_estimate_from_the_store():
     assert est["hours_seed0"] == pytest.approx(n * grid * per_lr / 3600)
     assert est["hours_3_seeds"] == pytest.approx(n * (grid + 2 * 3) * per_lr / 3600)
     assert partial["estimate"] is None and "256" in partial["why"] and partial["by_width"][128]["runs"] == 1
+
+
+def test_the_benchmark_targets_are_printed_last(tmp_path, capsys):
+    report = tmp_path / "kernels-gpu-1.json"
+    report.write_text(json.dumps({"targets": [{"target": "attention d64 T 1024 fwd+bwd: ≥ 1.0× best SDPA",
+                                               "value": "0.93×", "met": False},
+                                              {"target": "rms_norm width 1024: ≥ 85% of copy bandwidth",
+                                               "value": "88%", "met": True}]}))
+    gpu_check.print_targets([{"name": "bench", "files": [str(report), str(tmp_path / "kernels-gpu-1.md")]},
+                             {"name": "tests", "files": []}])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "targets (1 of 2 met, kernels-gpu-1.json):"
+    assert out[1].startswith("  NOT    0.93×  attention") and out[2].startswith("  met      88%  rms_norm")
