@@ -415,3 +415,18 @@ def test_action_reports_a_malformed_baseline_with_exit_2(first_run, user_repo):
     uploaded = Path(upload[2]["path"])
     assert (uploaded / "mupbench.log").is_file() and (uploaded / "broken.json").is_file()
     assert not (uploaded / "report").exists() and not (uploaded / "coord_check.json").exists()
+
+
+def test_action_logs_to_the_trackers_it_is_given(user_repo):
+    """The input `log` installs the trackers' extras (here already present: no index), reaches the gate as --log, and
+    the sweep's tracking/ folder is uploaded with the report."""
+    pytest.importorskip("tensorboard", reason='tensorboard not installed: pip install "mupbench[tensorboard]"')
+    workspace, action_path, temp, env = user_repo
+    run = run_action({**INPUTS, "log": "tensorboard", "coord-check-args": "skip", "out": "mupbench-logged",
+                      "extra-args": "--lrs 2^-7,2^-6 --seeds 1", "baseline": ".github/mupbench/baseline-logged.json",
+                      "artifact-name": "mupbench-logged"}, workspace, action_path, temp, env)
+    assert run.exit_code == 0, run.log
+    uploaded = Path(run.step("Upload")[2]["path"])
+    ledger = (uploaded / "tracking" / "logged.jsonl").read_text().splitlines()
+    assert len(ledger) == 8  # 2 widths x 2 LRs x μP/SP, one seed
+    assert list((uploaded / "tracking" / "tensorboard" / "_sweep").glob("events.out.tfevents.*"))
