@@ -62,16 +62,16 @@ def _jsonl(frame: pd.DataFrame) -> str:
 
 
 def write(frame: pd.DataFrame, path: Path | None, fmt: str) -> None:
-    """Write `frame` as `fmt` to `path` (None: standard output)."""
+    """Write `frame` as `fmt` to `path` (None: standard output), atomically: a reader sees the old file or the new."""
+    from mupbench.store import atomic_write
+
     if fmt == "parquet":
-        frame.to_parquet(path, index=False)
+        atomic_write(path, writer=lambda f: frame.to_parquet(f, index=False))
         return
     text = frame.to_csv(index=False) if fmt == "csv" else _jsonl(frame)
     if path is None:
         sys.stdout.write(text)
     else:
-        from mupbench.store import atomic_write
-
         atomic_write(path, text)
 
 
