@@ -401,3 +401,16 @@ def test_the_ledger_survives_a_line_cut_short(tmp_path):
         f.write(json.dumps({**entry, "run_hash": "c" * 16}) + "\n")
     assert _read_ledger(path) == {"tensorboard:/x": {"a" * 16: 1.5, "c" * 16: 1.5}}
     assert _read_ledger(tmp_path / "missing.jsonl") == {}
+
+
+def test_a_moved_sweep_directory_logs_nothing_twice(tmp_path, corpus_file, monkeypatch):
+    _needs("tensorboard", "tensorboard")
+    import shutil
+
+    status, _ = run_fake_sweep(monkeypatch, corpus_file, tmp_path / "here", "--log", "tensorboard", seeds=1)
+    assert status == 0
+    shutil.move(tmp_path / "here", tmp_path / "there")
+    before = sorted(p for p in (tmp_path / "there" / TRACKING_DIR / "tensorboard").rglob("*") if p.is_file())
+    status, executor = run_fake_sweep(monkeypatch, corpus_file, tmp_path / "there", "--log", "tensorboard", seeds=1)
+    assert status == 0 and executor.trained == []
+    assert sorted(p for p in (tmp_path / "there" / TRACKING_DIR / "tensorboard").rglob("*") if p.is_file()) == before

@@ -100,7 +100,8 @@ class StoredRun:
 
 class Tracker(Protocol):
     name: str
-    key: str  # where it logs (the ledger's key): logging the same runs elsewhere is not a duplicate
+    key: str  # where it logs (the ledger's key): logging the same runs elsewhere is not a duplicate; the local
+    #           stores inside the sweep directory have a key without its path, so a moved directory logs nothing twice
 
     def open(self, sweep: Sweep) -> None: ...
 

@@ -97,7 +97,8 @@ class MlflowTracker:
         for logger in ("mlflow", "alembic"):  # their INFO lines (database migrations) are not the sweep's output
             logging.getLogger(logger).setLevel(logging.WARNING)
         uri = tracking_uri(sweep.dir)
-        self.key = f"mlflow:{uri}"
+        # the default store moves with the sweep directory; another tracking URI is another place to log to
+        self.key = f"mlflow:{os.environ['MLFLOW_TRACKING_URI']}" if os.environ.get("MLFLOW_TRACKING_URI") else "mlflow"
         self.client = MlflowClient(tracking_uri=uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
         experiment = self.client.get_experiment_by_name(name)

@@ -58,7 +58,7 @@ class TensorBoardTracker:
     def open(self, sweep: Sweep) -> None:
         self.root = sweep.tracking_dir / FOLDER
         self.root.mkdir(parents=True, exist_ok=True)
-        self.key = f"tensorboard:{self.root.resolve()}"
+        self.key = "tensorboard"  # always inside the sweep directory: moving the directory moves what was logged
 
     def run_folder(self, run: StoredRun) -> Path:
         """The run's folder; a run trained again (a retried failure) gets a fresh one beside the first."""
