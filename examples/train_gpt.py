@@ -98,7 +98,7 @@ def batches(data: torch.Tensor, batch: int, seq: int, seed: int):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: torch.Tensor, seq: int, windows: int = 16) -> float:
+def evaluate(model: nn.Module, data: torch.Tensor, seq: int, windows: int = 64) -> float:
     """Mean loss on fixed windows of the last 10% of the data (the same for every run)."""
     start = int(len(data) * 0.9)
     step = max(1, (len(data) - start - seq - 1) // windows)
@@ -108,7 +108,7 @@ def evaluate(model: nn.Module, data: torch.Tensor, seq: int, windows: int = 16) 
 
 
 def train_model(width: int, lr: float, seed: int, steps: int, parameterization: str, data_path: str,
-                depth: int = 2, base_width: int = 32, batch: int = 8, seq: int = 32, warmup: int = 5) -> dict:
+                depth: int = 2, base_width: int = 32, batch: int = 32, seq: int = 32, warmup: int = 5) -> dict:
     torch.manual_seed(seed)
     data = load_bytes(data_path)
     model = GPT(width, depth, 256, base_width, mup=parameterization == "mup")

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from mupbench.config import BYO_SPEC_KEY, RunSpec, wsd_decay_start
+from mupbench.config import BYO_SPEC_KEY, TRAINER_SPEC_KEY, RunSpec, wsd_decay_start
 
 CHECKPOINT_DIR = "checkpoints"  # under the sweep directory
 BRANCH_POINTS = "wsd_branch_points"  # the spec.extra key annotate() sets
@@ -55,8 +55,8 @@ _KEYS = ("format", "family", "step", "model", "optimizer", "first_loss", "smooth
 
 def family_key(spec: RunSpec) -> str | None:
     """The hash of everything that changes `spec`'s result except its length; None for a run that does not branch
-    (a schedule other than WSD, or a user's own model)."""
-    if spec.train.schedule != "wsd" or BYO_SPEC_KEY in (spec.extra or {}):
+    (a schedule other than WSD, a user's own model, a user's own trainer)."""
+    if spec.train.schedule != "wsd" or {BYO_SPEC_KEY, TRAINER_SPEC_KEY} & set(spec.extra or {}):
         return None
     identity = spec.identity()
     identity["train"] = {k: v for k, v in identity["train"].items() if k != "steps"}

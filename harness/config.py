@@ -39,6 +39,10 @@ ADDED_FIELD_DEFAULTS = {
 # result: the factory's name, the SHA-256 of its source file, and whether it was re-initialised by the table.
 BYO_SPEC_KEY = "byo_model"
 BYO_IDENTITY_KEYS = ("factory", "sha256", "reinit")
+# A run trained by a user's own trainer (`--trainer`, `--trainer-command`) carries extra["trainer"] (mupbench.trainers);
+# its "identity" (the callable's name and its code's digests, or the command template and the digests of the files it
+# names) enters the run's hash.
+TRAINER_SPEC_KEY = "trainer"
 # A run of an ablation defined outside mupbench (`--ablations`, an entry point) carries extra["ablation_code"]: the
 # digest of the file defining it and every file of the user's that file imports (mupbench.byo.code). Its identity
 # then holds the ablation's name and that digest: an edited ablation is a new run, and two ablations with the same
@@ -301,6 +305,8 @@ class RunSpec:
         if BYO_SPEC_KEY in self.extra:
             entry = self.extra[BYO_SPEC_KEY]
             out["model_source"] = {k: entry[k] for k in BYO_IDENTITY_KEYS}
+        if TRAINER_SPEC_KEY in self.extra:
+            out["trainer"] = self.extra[TRAINER_SPEC_KEY]["identity"]
         if ABLATION_CODE_KEY in self.extra:
             out["ablation"] = {"name": self.ablation, "sha256": self.extra[ABLATION_CODE_KEY]["sha256"]}
         return out

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from mupbench import byo
 from mupbench.config import RunSpec
 from mupbench.errors import UserError
+from mupbench.trainers import is_external
 
 def cpu_cores() -> int:
     try:
@@ -82,7 +83,8 @@ def check_plan(specs: list[RunSpec], plan: WorkerPlan) -> None:
 
     for seq_len, spec in {s.train.seq_len: s for s in specs}.items():
         data.check_split(spec.data, seq_len)
-    built_in = [s for s in specs if not byo.is_byo(s)]  # a user's model's size is its factory's business
+    # a user's model's size is its factory's business, a user's trainer's memory its own
+    built_in = [s for s in specs if not byo.is_byo(s) and not is_external(s)]
     if not built_in:
         return
     worst = max(built_in, key=memory_needed)

@@ -22,19 +22,22 @@ from mupbench.errors import UserError
 from mupbench.store import Store
 
 # --- a sweep directory, end to end --------------------------------------------------------------------------------
-def check_directory(out: Path, preset: str, model: dict | None) -> None:
-    """Refuse a sweep directory that holds another preset's sweep or another model's runs (UserError)."""
+def check_directory(out: Path, preset: str, model: dict | None, trainer: dict | None = None) -> None:
+    """Refuse a sweep directory that holds another preset's sweep, another model's runs or another trainer's runs
+    (UserError): their results must not be averaged with this sweep's."""
     if not (out / "mupbench.sqlite").exists():
         return
     store = Store(out)
     try:
         stored_preset = store.get_meta("preset")
         stored_model = store.get_meta(byo.STORE_META_KEY)
+        stored_trainer = store.get_meta(TRAINER_META_KEY)
         has_runs = bool(store.counts()["planned"])
     finally:
         store.close()
     if stored_preset not in (None, preset):
         raise UserError(f"{out} holds a sweep at preset {stored_preset!r}, not {preset!r}: use another --out")
+    _check_trainer(out, stored_trainer, trainer, has_runs)
     if model is None:
         if stored_model is not None:
             raise UserError(f"{out} holds runs of --model {stored_model['spec']}: pass that --model, or use another --out")
@@ -48,6 +51,26 @@ def check_directory(out: Path, preset: str, model: dict | None) -> None:
                         f"reinit {stored_model['reinit']}): use a new --out for this one")
     if stored_model is None and has_runs:
         raise UserError(f"{out} holds runs of the built-in model: use a new --out for --model {model['spec']}")
+
+
+TRAINER_META_KEY = "trainer"  # the user's trainer a sweep's runs were trained by (label, kind, identity)
+
+
+def trainer_meta(entry: dict) -> dict:
+    return {k: entry[k] for k in ("kind", "label", "identity")}
+
+
+def _check_trainer(out: Path, stored: dict | None, trainer: dict | None, has_runs: bool) -> None:
+    if stored is None and (trainer is None or not has_runs):
+        return
+    if trainer is None:
+        raise UserError(f"{out} holds runs of the trainer {stored['label']}: pass it again, or use another --out")
+    if stored is None:
+        raise UserError(f"{out} holds runs of mupbench's own trainer: use a new --out for {trainer['label']}")
+    if stored["identity"] != trainer["identity"]:
+        what = "an earlier version of this trainer" if stored["label"] == trainer["label"] else "another trainer"
+        raise UserError(f"{out} holds runs of {what} ({stored['label']}): its results must not be averaged with this "
+                        "one's; use a new --out")
 
 
 LOCK_FILE = "mupbench.lock"

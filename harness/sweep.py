@@ -16,9 +16,10 @@ from pathlib import Path
 
 from mupbench import byo, plan
 from mupbench.config import RunSpec
-from mupbench.directory import remove_finished_checkpoints, store_counts
+from mupbench.directory import TRAINER_META_KEY, remove_finished_checkpoints, store_counts, trainer_meta
 from mupbench.executors import Executor
 from mupbench.store import Store
+from mupbench.trainers.external import trainer_entry
 
 
 def run_sweep(out: str | Path, specs: list[RunSpec], executor: Executor, extend: int = 0, seeds: int = 1,
@@ -64,6 +65,9 @@ def _execute(out: Path, specs: list[RunSpec], executor: Executor, progress: bool
         model = byo.model_entry(specs)  # `mupbench run --model`: the specs carry the user's model
         if model is not None:
             store.set_meta(byo.STORE_META_KEY, model)
+        trainer = trainer_entry(specs)  # `--trainer`, `--trainer-command`: the specs carry the user's trainer
+        if trainer is not None:
+            store.set_meta(TRAINER_META_KEY, trainer_meta(trainer))
         store.add_plan(specs)
         stored = store.statuses()
         todo = plan.to_train(specs, stored, retry_failed)

@@ -64,6 +64,45 @@ def add_model_arguments(p) -> None:
                         "(default: trust the model's own init, set only the learning rates)")
 
 
+def add_trainer_arguments(p) -> None:
+    """--trainer, --trainer-command, --trainer-shell, --run-timeout: a team's own training code, for `run` and `gate`."""
+    p.add_argument("--trainer", default=None, metavar="FILE.py:FUNC",
+                   help="your own training function: path/to/file.py:train or package.module:train, called with one "
+                        "run's settings (a dict: width, lr, seed, steps, parameterization, ...) and returning the final "
+                        "validation loss (see docs/your-trainer.md)")
+    p.add_argument("--trainer-command", default=None, metavar="TEMPLATE",
+                   help="your own training script, run once per run: a command with placeholders, e.g. 'python "
+                        "train.py --width {width} --lr {lr} --seed {seed} --steps {steps} --result {result}'")
+    p.add_argument("--trainer-shell", action="store_true",
+                   help="run --trainer-command through the shell (default: split it into arguments, no shell)")
+    p.add_argument("--run-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --trainer or --trainer-command: a run taking longer is stopped and stored as failed")
+
+
+def resolve_trainer(args) -> dict | None:
+    """The user's trainer the options name (imported or checked now, UserError on any problem), or None."""
+    from mupbench.trainers import external
+
+    trainer, command = getattr(args, "trainer", None), getattr(args, "trainer_command", None)
+    if trainer and command:
+        raise UserError("give --trainer or --trainer-command, not both")
+    if getattr(args, "trainer_shell", False) and not command:
+        raise UserError("--trainer-shell applies only with --trainer-command")
+    timeout = getattr(args, "run_timeout", None)
+    if timeout is not None:
+        if not (trainer or command):
+            raise UserError("--run-timeout applies only with --trainer or --trainer-command")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise UserError(f"--run-timeout must be a positive number of seconds, got {timeout:g}")
+    if (trainer or command) and getattr(args, "model", None):
+        raise UserError("--model and a trainer exclude each other: your trainer builds its own model")
+    if trainer:
+        return external.resolve_callable(trainer)
+    if command:
+        return external.resolve_command(command, shell=args.trainer_shell)
+    return None
+
+
 def select_entries(args):
     """The suite, the preset (with --widths/--depths/--durations/--lrs applied) and the (ablation, parameterizations) entries a
     `run`-style command asks for."""
@@ -77,6 +116,12 @@ def select_entries(args):
         if getattr(args, option, None):
             values = tuple(sorted(set(parse_list(getattr(args, option), f"--{option}", positive_int))))
             preset = dataclasses.replace(preset, **{option: values})
+    if getattr(args, "steps", None):
+        steps = positive_int(args.steps, "--steps")
+        warmup = preset.train.get("warmup", 0)  # the preset's warmup, as the same share of the run
+        if warmup:
+            warmup = max(1, round(warmup * steps / preset.train.get("steps", steps)))
+        preset = dataclasses.replace(preset, train={**preset.train, "steps": steps, "warmup": warmup})
     if getattr(args, "lrs", None):
         log2s = [math.log2(lr) for lr in parse_list(args.lrs, "--lrs", learning_rate)]
         preset = dataclasses.replace(preset, log2_lrs=tuple(sorted(log2s)))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mupbench.cli import run
 from mupbench.cli.run import add_log_arguments, tracking_for
-from mupbench.cli.args import Parser, add_model_arguments, tolerance
+from mupbench.cli.args import Parser, add_model_arguments, add_trainer_arguments, tolerance
 from mupbench.errors import UserError
 from mupbench.gate import DEFAULT_OPTIMUM_TOLERANCE, GateResult, evaluate, read_baseline
 from mupbench.transfer import DEFAULT_TOLERANCE
@@ -87,10 +87,12 @@ def add_parser(sub) -> None:
     run.add_argument("--depths", default=None)
     run.add_argument("--durations", default=None)
     run.add_argument("--lrs", default=None)
+    run.add_argument("--steps", default=None)
     run.add_argument("--data", default=None)
     run.add_argument("--retry-failed", action="store_true", help="train the sweep's stored failed runs again")
     run.add_argument("--quiet", action="store_true")
     add_model_arguments(run)
+    add_trainer_arguments(run)
     p.set_defaults(func=cmd_gate)
 
 
@@ -98,13 +100,14 @@ def _run_first(args, out: Path) -> int:
     """`mupbench run` with the gate's run options, parsed by run's own parser so both accept the same values."""
     argv = ["run", "--suite", args.suite, "--out", str(out)]
     for option in ("preset", "ablation", "device", "workers", "executor", "ray_address", "seeds", "widths", "depths",
-                   "durations", "lrs", "data", "model", "tolerance"):
+                   "durations", "lrs", "steps", "data", "model", "tolerance", "trainer", "trainer_command", "run_timeout"):
         value = getattr(args, option)
         if value is not None:
             argv += [f"--{option.replace('_', '-')}", str(value)]
     for target in args.ablations:
         argv += ["--ablations", target]
     argv += ["--reinit"] if args.reinit else []
+    argv += ["--trainer-shell"] if args.trainer_shell else []
     argv += ["--retry-failed"] if args.retry_failed else []
     argv += ["--quiet"] if args.quiet else []
     for tracker in args.log:
@@ -124,10 +127,10 @@ def cmd_gate(args) -> int:
         raise UserError("which sweep? give a sweep directory, or --suite S --out DIR to run one first")
     sweep_dir = Path(target)
     run_only = ("ablation", "preset", "model", "device", "workers", "executor", "ray_address", "seeds", "widths", "depths",
-                "durations", "lrs", "data")
+                "durations", "lrs", "steps", "data", "trainer", "trainer_command", "run_timeout")
     if args.suite is None:
         given = [o for o in run_only if getattr(args, o) is not None] + (["ablations"] if args.ablations else [])
-        flags = [f for f in ("reinit", "retry_failed") if getattr(args, f)]
+        flags = [f for f in ("reinit", "retry_failed", "trainer_shell") if getattr(args, f)]
         if given or flags:
             option = (given or flags)[0].replace("_", "-")
             raise UserError(f"--{option} applies only with --suite (running a sweep first)")

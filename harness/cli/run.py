@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mupbench.cli.ablation_code import check_stored_code, user_ablation_code, with_ablation_code, with_code_info
 from mupbench.cli.analyze import print_verdicts
-from mupbench.cli.args import add_model_arguments, select_entries, tolerance
+from mupbench.cli.args import add_model_arguments, add_trainer_arguments, resolve_trainer, select_entries, tolerance
 from mupbench.cli.report import print_paths
 from mupbench.errors import UserError
 from mupbench.transfer import DEFAULT_TOLERANCE
@@ -47,6 +47,8 @@ def add_parser(sub) -> None:
                         "preset's (e.g. 75,150,300,600)")
     p.add_argument("--lrs", default=None,
                    help="comma-separated base learning rates, replacing the preset's grid (e.g. 2^-8,2^-7 or 0.004)")
+    p.add_argument("--steps", default=None,
+                   help="training steps of every run, replacing the preset's (its warmup scales with it)")
     p.add_argument("--data", default=None, help="text file, directory, or token file (.bin/.npy); default: stdlib sources")
     p.add_argument("--vocab-size", type=int, default=None, help="vocab size of a token file (default: max id + 1)")
     p.add_argument("--data-dtype", default="uint16", choices=("uint16", "uint32"),
@@ -62,6 +64,7 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress display")
     add_log_arguments(p)
     add_model_arguments(p)
+    add_trainer_arguments(p)
     p.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="how far a sweep has got")
@@ -74,6 +77,7 @@ def cmd_run(args) -> int:
     from mupbench import byo, data, devices, directory
     from mupbench.executors import make_executor
     from mupbench.sweep import run_sweep
+    from mupbench.trainers.external import with_trainer
     from mupbench.reports.build import write_report
 
     if args.seeds is not None and args.seeds < 1:
@@ -99,11 +103,14 @@ def cmd_run(args) -> int:
     out = Path(args.out or f"runs/{suite.name}-{preset.name}")
     directory.check_writable(out)
     logs = tracking_for(args, out)  # an unknown --log, a missing extra, an unwritable tracking directory: exit 2 here
+    trainer = resolve_trainer(args)  # imports a --trainer, checks a --trainer-command
     model = byo.resolve(args.model).to_json(args.reinit) if args.model else None
-    directory.check_directory(out, preset.name, model)
+    directory.check_directory(out, preset.name, model, trainer)
     if model is not None:
         entries = _entries_for_model(entries, preset, model)
         _validate_model(model, preset, args, entries)
+    if trainer is not None:
+        entries = _entries_for_model(entries, preset, None)
     codes = user_ablation_code(entries)  # an edited user ablation is refused here, never averaged with its old runs
     check_stored_code(out, codes)
     data_spec, tokens = data.sweep_data(out, args.data, args.vocab_size, args.data_dtype)
@@ -112,6 +119,8 @@ def cmd_run(args) -> int:
     specs = with_ablation_code(specs, codes)
     if model is not None:
         specs = byo.with_model(specs, model)
+    if trainer is not None:
+        specs = with_trainer(specs, trainer, args.run_timeout)
     if plan is not None:
         devices.check_plan(specs, plan)
     # connects to Ray (or says why it cannot) before anything is written
@@ -119,7 +128,7 @@ def cmd_run(args) -> int:
     # everything above validated the input; from here on we write, holding the directory against a second `run`
     try:
         with directory.locked(out):
-            directory.check_directory(out, preset.name, model)  # another run may have prepared it since we looked
+            directory.check_directory(out, preset.name, model, trainer)  # another run may have prepared it since we looked
             if data.stored_spec(out) not in (None, data_spec):
                 raise UserError(f"another `mupbench run` prepared {out} with other data meanwhile: run the command again")
             check_stored_code(out, codes)
@@ -150,6 +159,13 @@ def cmd_run(args) -> int:
     return status
 
 
+# The config fields a user's trainer receives as settings (mupbench.trainers.external): ablations changing only these
+# (and the LR, seed and scale, which every run sets) can run under it.
+TRAINER_FIELDS = {f"model.{k}" for k in ("width", "depth", "heads", "parameterization", "base_width")} | \
+    {f"train.{k}" for k in ("lr", "seed", "steps", "warmup", "batch_size", "seq_len", "schedule", "optimizer",
+                            "weight_decay")}
+
+
 def add_log_arguments(p) -> None:
     from mupbench.tracking import TRACKERS
 
@@ -171,30 +187,32 @@ def tracking_for(args, out: Path):
                              warn=lambda message: print(f"mupbench: warning: {message}", file=sys.stderr))
 
 
-def _entries_for_model(entries, preset, model: dict):
-    """The ablations a user's model can follow: those changing only training (and the parameterization), and no
-    weight decay where the model's own optimizer groups fix it."""
+def _entries_for_model(entries, preset, model: dict | None):
+    """The ablations a user's model (`model`) or a user's trainer (None) can follow: those changing only training (and
+    the parameterization), and no weight decay where the model's own optimizer groups fix it."""
     from mupbench import byo
 
+    what = "--model" if model is not None else "your trainer"
     base = preset.base("mup")
     kept = []
     fixed_decay = None
     for ablation, params in entries:
-        changes = byo.model_field_changes(ablation, base)
+        changes = byo.model_field_changes(ablation, base) if model is not None else \
+            [k for k in ablation.changes(base) if k not in TRAINER_FIELDS]
         decays = bool(ablation.changes(base).get("train.weight_decay"))
-        if decays and fixed_decay is None:
+        if decays and fixed_decay is None and model is not None:
             source = byo.source_from_entry(model)
             fixed_decay = byo.hook_sets_weight_decay(byo.load_factory(source), min(preset.widths), source.label)
         if changes:
-            print(f"mupbench: skipping ablation {ablation.name!r} for --model: it changes {', '.join(changes)}, "
-                  "which a model factory cannot follow", file=sys.stderr)
+            print(f"mupbench: skipping ablation {ablation.name!r} for {what}: it changes {', '.join(changes)}, "
+                  "which your code does not take as a setting", file=sys.stderr)
         elif decays and fixed_decay:
             print(f"mupbench: skipping ablation {ablation.name!r} for --model: the model's {byo.HOOK_GROUPS} sets "
                   "weight_decay, which would replace the ablation's", file=sys.stderr)
         else:
             kept.append((ablation, params))
     if not kept:
-        raise UserError("none of the selected ablations applies to --model (each changes the built-in model's "
+        raise UserError(f"none of the selected ablations applies to {what} (each changes the built-in model's "
                         "architecture): choose train-side ablations, e.g. --ablation baseline")
     return kept
 
@@ -250,9 +268,11 @@ def cmd_status(args) -> int:
     print(text_table(["ablation", "param", "planned", "ok", "diverged", "failed", "pending"], rows))
     failed = runs[runs["status"] == "failed"]
     for _, r in failed.head(MAX_ERRORS_SHOWN).iterrows():
-        error = str(r["error"] or "?").splitlines()[0] if str(r["error"] or "").strip() else "?"
+        lines = [ln for ln in str(r["error"] or "").splitlines() if ln.strip()] or ["?"]
         print(f"  failed: {r['ablation']}/{r['parameterization']} width {r['width']} lr 2^{r['log2_lr']:g} "
-              f"seed {r['seed']}: {error}")
+              f"seed {r['seed']}: {lines[0]}")
+        for line in lines[1:][-TAIL_SHOWN:]:  # the end of a trainer's output
+            print(f"    | {line}")
     if len(failed) > MAX_ERRORS_SHOWN:
         print(f"  … and {len(failed) - MAX_ERRORS_SHOWN} more failed runs")
     finished = counts["ok"] + counts["diverged"]
@@ -262,3 +282,4 @@ def cmd_status(args) -> int:
 
 
 MAX_ERRORS_SHOWN = 10
+TAIL_SHOWN = 3  # lines of a failed run's output tail `status` shows

@@ -52,7 +52,7 @@ def _worker_init(device: str, threads: int, sweep_dir: str, env: dict) -> None:
 
 def _worker_run(spec_json: dict) -> tuple[str, str, float, float]:
     spec = RunSpec.from_json(spec_json)
-    result = train_spec(spec, _WORKER["tokens"], _WORKER["device"], _WORKER["checkpoints"])
+    result = train_spec(spec, _WORKER["tokens"], _WORKER["device"], _WORKER["checkpoints"], _WORKER["store"].dir)
     _WORKER["store"].record(spec, result, _WORKER["env"])
     return spec.run_hash, result["status"], result["wall_s"], result.get("final_val_loss") or float("nan")
 
