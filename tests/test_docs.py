@@ -184,7 +184,8 @@ OTHER_TOOLS_FLAGS = {"--no-deps", "--head", "--port", "--address", "--num-gpus",
                      "--node-ip-address", "--ip-address", "--nodes", "--ntasks", "--ntasks-per-node", "--gpus-per-node",
                      "--cpus-per-task", "--exclusive", "--time", "--shm-size", "--only",
                      "--logdir", "--backend-store-uri",
-                     "--draws", "--presets", "--designs", "--estimators"}  # scripts/error-rates
+                     "--draws", "--presets", "--designs", "--estimators",  # scripts/error-rates
+                     "--parameterization", "--result"}  # examples/train_gpt.py
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 
