@@ -9,9 +9,11 @@ GITHUB_STEP_SUMMARY files between steps, GITHUB_ACTION_PATH pointing at a copy o
 "user repository" that holds only a copy of examples/my_model.py. `python-version: ""` and `torch: keep` make the
 action use a `python3` that already has torch (this interpreter), and pip runs with no index, so nothing is
 downloaded — yet mupbench is really installed from the action path into the action's own environment. Three runs at
-the cpu-micro preset share one workspace: the first writes the baseline and passes, the second meets a baseline whose
-optimum lies far away and fails (exit 1) with its report still uploaded, the third meets a malformed baseline and
-stops with exit 2, saying why in the job summary.
+the cpu-micro preset share one workspace (a git repository): the first writes the baseline and passes, the second is a
+pull request that deletes the baseline while its base commit holds one whose optimum lies far away — it is compared
+with the base's and fails (exit 1) with its report still uploaded — and the third meets a malformed baseline at the
+base commit and stops with exit 2, saying why in the job summary. Inputs that would build unsafe paths, a sweep
+directory that exists or is tracked, and a coordinate check that cannot run are refused with exit 2.
 """
 from __future__ import annotations
 
@@ -229,12 +231,15 @@ class ActionRun:
     summary: str
     steps: list = field(default_factory=list)  # (name, "ran" | "skipped" | "uses", exit code or the rendered `with`)
     log: str = ""
+    step_contexts: dict = field(default_factory=dict)  # steps.<id>: outputs and outcome
 
     def step(self, name_start: str):
         return next(s for s in self.steps if s[0].startswith(name_start))
 
 
-def run_action(inputs: dict, workspace: Path, action_path: Path, temp: Path, env: dict) -> ActionRun:
+def run_action(inputs: dict, workspace: Path, action_path: Path, temp: Path, env: dict,
+               installed: ActionRun | None = None) -> ActionRun:
+    """Run the action's steps; with `installed`, the install step is that run's (its environment is reused)."""
     unknown = set(inputs) - set(ACTION["inputs"])
     assert not unknown, f"unknown inputs {unknown}"  # the runner warns; here it is a mistake in the test
     contexts = {
@@ -255,6 +260,10 @@ def run_action(inputs: dict, workspace: Path, action_path: Path, temp: Path, env
             continue
         if "uses" in step:
             record.append((name, "uses", {k: render(str(v), contexts) for k, v in step.get("with", {}).items()}))
+            continue
+        if installed is not None and step.get("id") == "install":
+            contexts["steps"]["install"] = installed.step_contexts["install"]
+            record.append((name, "reused", 0))
             continue
         files = {key: temp / f"_runner_{n}_{key}" for key in ("GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH",
                                                               "GITHUB_STEP_SUMMARY")}
@@ -282,7 +291,7 @@ def run_action(inputs: dict, workspace: Path, action_path: Path, temp: Path, env
         if proc.returncode != 0 and not failed:
             failed, exit_code = True, proc.returncode
     outputs = {k: render(spec["value"], contexts) for k, spec in ACTION["outputs"].items()}
-    return ActionRun(exit_code, outputs, "".join(summary), record, "\n".join(log))
+    return ActionRun(exit_code, outputs, "".join(summary), record, "\n".join(log), contexts["steps"])
 
 
 # --- the action, executed -----------------------------------------------------------------------------------------------
@@ -302,6 +311,8 @@ def user_repo(tmp_path_factory):
     workspace = base / "workspace"
     workspace.mkdir()
     shutil.copy(ROOT / "examples" / "my_model.py", workspace / "my_model.py")
+    _git(workspace, "init", "-q")
+    _commit(workspace, "the model")
     action_path = base / "actions" / "mupbench"  # where the runner checks out `uses: owner/mupbench@ref`
     shutil.copytree(ROOT, action_path, ignore=shutil.ignore_patterns(
         ".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".benchmarks", "runs", "sweeps", "build"))
@@ -316,6 +327,18 @@ def user_repo(tmp_path_factory):
            # No downloads: pip may use only what the python3 above already has (torch, setuptools, …).
            "PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     return workspace, action_path, temp, env
+
+
+def _git(workspace: Path, *args) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=workspace, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def _commit(workspace: Path, message: str) -> str:
+    """Commit everything in the workspace; the new commit's sha (a pull request's base commit)."""
+    _git(workspace, "add", "-A")
+    _git(workspace, "commit", "-q", "--allow-empty", "-m", message)
+    return _git(workspace, "rev-parse", "HEAD")
 
 
 INPUTS = {"model": "my_model.py:build", "preset": "cpu-micro", "python-version": "", "torch": "keep",
@@ -346,7 +369,7 @@ def test_action_installs_mupbench_gates_and_writes_the_baseline(first_run, user_
     assert not list(venv.glob("lib/python*/site-packages/harness")), "one namespace: nothing installed as harness/"
     assert not (workspace / "harness").exists()
 
-    out = workspace / "mupbench-out"
+    out = temp / "mupbench-out" / "mupbench-smoke-cpu-micro"  # a new directory, never one in the repository
     report = Path(run.outputs["report"])
     assert report == out / "report" and (report / "report.html").stat().st_size > 1000
     results = json.loads((report / "results.json").read_text())
@@ -355,9 +378,10 @@ def test_action_installs_mupbench_gates_and_writes_the_baseline(first_run, user_
     assert json.loads((out / "coord_check.json").read_text())["checks"], "the coordinate check ran into the sweep"
     # the gate judged the coordinate check too, and its summary is the job summary
     assert Path(run.outputs["summary"]).read_text() in run.summary
-    assert "coord-check[mup]" in run.summary and "baseline[mup]" in run.summary
-    assert "did not exist: this run wrote it" in run.summary
-    assert json.loads((workspace / BASELINE).read_text())["schema"] == "mupbench.results/3"
+    shown = run.summary.replace("\\", "")  # names are markdown-escaped: coord-check\\[mup\\]
+    assert "coord-check[mup]" in shown and "baseline[mup]" in shown
+    assert "does not exist on the base branch: this run wrote it" in run.summary
+    assert not (workspace / BASELINE).exists()  # written for the artifact, to be committed to the base branch
 
     upload = run.step("Upload")
     assert upload[1] == "uses" and upload[2]["name"] == "mupbench-smoke-cpu-micro"
@@ -365,24 +389,32 @@ def test_action_installs_mupbench_gates_and_writes_the_baseline(first_run, user_
     for name in ("report/report.html", "report/results.json", "junit.xml", "summary.md", "coord_check.json",
                  "mupbench.log", "baseline-smoke-cpu-micro.json"):
         assert (uploaded / name).is_file(), name
+    assert json.loads((uploaded / "baseline-smoke-cpu-micro.json").read_text())["schema"] == "mupbench.results/3"
+    assert "::stop-commands::" in run.log  # mupbench's and the model's output cannot issue workflow commands
 
 
 def test_action_fails_with_the_gate_and_still_uploads(first_run, user_repo):
-    """A baseline whose μP optimum lies far from this sweep's: a regression, exit 1, report and summary written."""
+    """The base commit holds a baseline whose μP optimum lies far from this sweep's, and the pull request deletes it:
+    the gate still compares with the base's — a regression, exit 1, report and summary written."""
     workspace, action_path, temp, env = user_repo
-    baseline = workspace / BASELINE
-    doc = json.loads(baseline.read_text())
+    uploaded = Path(first_run.step("Upload")[2]["path"])
+    doc = json.loads((uploaded / "baseline-smoke-cpu-micro.json").read_text())
     for v in doc["verdicts"]:
         if v["parameterization"] == "mup":
             v["optimal_log2_lr"] = {w: -12.0 for w in v["optimal_log2_lr"]}
+    baseline = workspace / BASELINE
+    baseline.parent.mkdir(parents=True, exist_ok=True)
     baseline.write_text(json.dumps(doc))
+    base = _commit(workspace, "the baseline")
+    baseline.unlink()  # the pull request deletes it (or could edit it): the gate reads the base commit's
 
-    run = run_action(INPUTS, workspace, action_path, temp, env)
+    run = run_action({**INPUTS, "base-ref": base}, workspace, action_path, temp, env)
     assert run.exit_code == 1, run.log
     assert run.step("Exit with")[1:] == ("ran", 1)
     assert run.outputs["result"] == "fail" and run.outputs["exit-code"] == "1"
     assert run.outputs["baseline-created"] == "false"
     assert "gate: FAIL" in run.summary and "optimum moved more than 1 log2 LR" in run.summary
+    assert "This pull request changes `.github/mupbench/baseline-smoke-cpu-micro.json`" in run.summary
     upload = run.step("Upload")
     assert upload[1] == "uses", "the report is uploaded when the gate fails"
     uploaded = Path(upload[2]["path"])
@@ -396,13 +428,16 @@ def test_action_reports_a_malformed_baseline_with_exit_2(first_run, user_repo):
     workspace, action_path, temp, env = user_repo
     broken = workspace / ".github" / "mupbench" / "broken.json"
     broken.write_text('{"schema": "something else"}')
+    base = _commit(workspace, "a malformed baseline")
+    valid = Path(first_run.step("Upload")[2]["path"]) / "baseline-smoke-cpu-micro.json"
+    broken.write_text(valid.read_text())  # the pull request's own file is well formed, and not what is read
     package = workspace / "team"
     package.mkdir()
     (package / "pyproject.toml").write_text('[project]\nname = "team-models"\nversion = "0"\n'
                                             '[tool.setuptools]\npy-modules = ["team_models"]\n')
     (package / "team_models.py").write_text("")
 
-    run = run_action({**INPUTS, "baseline": ".github/mupbench/broken.json", "coord-check-args": "skip",
+    run = run_action({**INPUTS, "baseline": ".github/mupbench/broken.json", "coord-check-args": "skip", "base-ref": base,
                       "install": "pip install --no-deps ./team"}, workspace, action_path, temp, env)
     assert run.step("Install your package")[1:] == ("ran", 0), run.log
     assert list((temp / "mupbench-venv").glob("lib/python*/site-packages/team_models.py")), run.log
@@ -430,3 +465,44 @@ def test_action_logs_to_the_trackers_it_is_given(user_repo):
     ledger = (uploaded / "tracking" / "logged.jsonl").read_text().splitlines()
     assert len(ledger) == 8  # 2 widths x 2 LRs x μP/SP, one seed
     assert list((uploaded / "tracking" / "tensorboard" / "_sweep").glob("events.out.tfevents.*"))
+
+
+# --- refused before anything runs: unsafe names and paths, a sweep directory that exists, a check that cannot run -----
+@pytest.mark.parametrize("inputs, fragment", [
+    ({"artifact-name": "../../victim"}, "artifact-name '../../victim' is not a plain name"),
+    ({"suite": "smoke/../../x"}, "suite 'smoke/../../x' is not a plain name"),
+    ({"preset": ".."}, "preset '..' is not a plain name"),
+    ({"baseline": "../outside.json"}, "baseline '../outside.json' must be a path inside the repository"),
+    ({"out": "my_model.py"}, "out 'my_model.py' is tracked by git"),
+    ({"out": "left-over"}, "out 'left-over' already exists"),
+    ({"coord-check-args": "--base-width 0"}, "the coordinate check did not run (exit 2): mupbench: error: --base-width"),
+])
+def test_action_refuses_unsafe_inputs_and_a_check_that_cannot_run(inputs, fragment, first_run, user_repo):
+    workspace, action_path, temp, env = user_repo
+    victim = temp.parent / "victim"
+    victim.mkdir(exist_ok=True)
+    (victim / "keep").write_text("not the action's to delete")
+    (workspace / "left-over").mkdir(exist_ok=True)
+    run = run_action({**INPUTS, **inputs}, workspace, action_path, temp, env, installed=first_run)
+    assert run.exit_code == 2 and run.outputs["result"] == "error", run.log
+    assert "mupbench gate: error (exit 2)" in run.summary and fragment in run.summary.replace("\\", ""), run.summary
+    assert (victim / "keep").is_file()
+    assert "gate --suite" not in run.log  # the gate never ran
+
+
+def test_action_job_summary_keeps_log_text_inside_its_fence(first_run, user_repo):
+    """A model whose output holds a code fence, a markdown image and a workflow command: the job summary shows the
+    log tail inside a longer fence, and the command cannot take effect in the runner log."""
+    workspace, action_path, temp, env = user_repo
+    (workspace / "loud_model.py").write_text(
+        "from my_model import build\nprint('```\\n![x](http://example.invalid/x.png)\\n::error::injected\\n````')\n"
+        "def factory(width):\n    raise RuntimeError('``` [click](http://example.invalid)')\n")
+    run = run_action({**INPUTS, "model": "loud_model.py:factory"}, workspace, action_path, temp, env,
+                     installed=first_run)
+    assert run.exit_code == 2, run.log
+    tail = run.summary.split("The end of its output:", 1)[1]
+    fence = tail.strip().splitlines()[0]
+    assert set(fence) == {"`"} and len(fence) >= 5 and tail.rstrip().endswith(fence)
+    assert "\\[click\\]" in run.summary.split("The end of its output:")[0]  # the reason line is escaped
+    step_log = run.log.split("::group::Coordinate check and gate", 1)[1]
+    assert step_log.index("::stop-commands::") < step_log.index("::error::injected")
