@@ -273,3 +273,20 @@ def test_gate_passes_the_executor_through(tmp_path, corpus_file, capsys):
     _assert_one_line_exit_2(result, "cannot reach a Ray cluster", out)
     status, _, stderr = _cli(capsys, "gate", out, "--executor", "ray")
     assert status == 2 and "--executor applies only with --suite" in stderr
+
+
+@needs_ray
+def test_a_command_trainer_runs_on_the_ray_workers(cluster, tmp_path, corpus_file):
+    """A team's training script as the trainer: each Ray task runs the command on its node; same results as locally."""
+    fake = ROOT / "tests" / "trainers" / "fake_trainer.py"
+    trainer = ["--trainer-command", f"{sys.executable} {fake} --width {{width}} --lr {{lr}} --seed {{seed}} --result {{result}}"]
+    grid = ["run", "--suite", "pr", "--ablation", "baseline", "--preset", "cpu-micro", "--lrs", "2^-7,2^-6",
+            "--seeds", "1", "--quiet", "--data", str(corpus_file), *trainer]
+    proc = _driver([*grid, "--out", str(tmp_path / "ray"), "--executor", "ray", "--ray-address", cluster])
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    local = run_cli(*grid, "--out", str(tmp_path / "local"), "--workers", "2")
+    assert local.returncode == 0, local.stderr
+    ray_runs, _ = _results(tmp_path / "ray")
+    assert len(ray_runs) == 4 and {s for s, _ in ray_runs.values()} == {"ok"}
+    assert ray_runs == _results(tmp_path / "local")[0]
