@@ -26,7 +26,9 @@ Per (ablation, parameterization):
   at 90% a true drift of δ came out `transfers` 7–8% of the time in the simulation; at 95%, 2–4%.
 - **Transfer regret**: at the widest width, the loss at the narrowest width's best grid LR minus the loss at its own
   best, paired within each seed and averaged. If that LR diverges there (in any seed) the regret is ∞ ("diverged").
-  It is *within noise* when its one-sided 95% lower bound (t over seeds) is ≤ 0.
+  It is *within noise* when its one-sided lower bound at the interval's level (97.5% for the 95% interval, t over seeds)
+  is ≤ 0: a row judged again after each sequential seed must not turn a true null's regret "above noise" 5% of the
+  time at every look.
 
 Verdict, with δ = `tolerance` (log2 LR per width doubling, default DEFAULT_TOLERANCE):
 
@@ -393,14 +395,10 @@ def judge(tables: list[tuple[np.ndarray, np.ndarray]], log2_widths: np.ndarray, 
     drift_sd = np.full(d, np.nan)
     if n >= 2:
         weights, p = resample_weights(n)
-        boot = []
-        for (grid, curves), (fit_grid, fit_curves) in zip(tables, fits):
-            mean = weighted_curves(weights, curves)
-            finite = np.isfinite(mean)
-            i = np.argmin(np.where(finite, mean, np.inf), axis=-1)  # (D, R) each resample's argmin
-            centre = np.where(finite.any(axis=-1), grid[i], np.nan)
-            boot.append(seed_fit_optima(fit_grid, fit_curves, centre, weights))
-        boot = np.stack(boot, axis=-1)  # (D, R, m)
+        # every resample fits the same window, around the estimate's own centre: the optimum is then a smooth
+        # function of the seeds drawn (a window that followed each resample's argmin jumped with it)
+        boot = np.stack([seed_fit_optima(grid, curves, np.repeat(argmin[:, k:k + 1], len(p), axis=1), weights)
+                         for k, (grid, curves) in enumerate(fits)], axis=-1)  # (D, R, m)
         optimum_sd = _weighted_sd(np.moveaxis(boot, 1, 0), p)
         drifts = np.where(np.isfinite(boot).all(axis=-1), slopes(log2_widths, np.nan_to_num(boot)), np.nan)
         drift_sd = _weighted_sd(drifts.T, p)
@@ -422,7 +420,8 @@ def judge(tables: list[tuple[np.ndarray, np.ndarray]], log2_widths: np.ndarray, 
 def _regrets(widest, argmin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per draw: the widest width's loss at the narrowest width's best grid LR minus its loss at its own best, paired
     within the seeds that ran both points and averaged (inf if that LR diverged there in any of them; NaN if no seed
-    ran both), and whether it is within noise (its one-sided 95% lower bound over those seeds is ≤ 0; one seed: ≤ 0)."""
+    ran both), and whether it is within noise (its one-sided lower bound at CONFIDENCE's level over those seeds is ≤ 0; one
+    seed: ≤ 0)."""
     grid, curves = widest
     d = curves.shape[0]
     regret = np.full(d, np.nan)
@@ -445,7 +444,7 @@ def _regrets(widest, argmin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         diff = np.where(present & np.isfinite(at) & np.isfinite(best), at - best, 0.0)
         mean = diff.sum(axis=-1) / np.maximum(count, 1)
         var = ((diff - mean[:, None]) ** 2 * present).sum(axis=-1) / np.maximum(count - 1, 1)
-    margin = np.array([t95(c - 1) if c >= 2 else 0.0 for c in count]) * np.sqrt(var / np.maximum(count, 1))
+    margin = np.array([t_interval(c - 1) if c >= 2 else 0.0 for c in count]) * np.sqrt(var / np.maximum(count, 1))
     regret = np.where(has, np.where(diverged, np.inf, mean), np.nan)
     within = has & ~diverged & (mean - margin <= 1e-12)
     return regret, within
