@@ -16,7 +16,7 @@ Per (ablation, parameterization):
   whole grid, the others each width's neighbourhood — with an offset per seed (the seed noise shared across a seed's
   LRs cancels) and the curvature and vertex shared by the seeds. Compared with the 3-point vertex on the seeds' mean
   on the same simulated cpu-tiny sweeps (3 seeds, scripts/error-rates --estimators): the per-width error sd falls from
-  0.17–0.19 to 0.13 log2 LR, and the drift's from 0.115 to 0.07.
+  0.20 to 0.15 log2 LR, and the drift's from 0.147 to 0.107 — half the variance at the same runs.
 - **Drift**: the least-squares slope of the optimum vs log2 width: log2 LR per width doubling.
 - **Interval**: a paired bootstrap over whole seeds — a resample draws seeds with replacement and keeps each drawn
   seed's curves over every LR and width together (exactly, over every multiset of seeds, up to 8 seeds), and refits.
