@@ -55,23 +55,29 @@ def model_code(file: str | Path, module: str | None) -> tuple[str, dict]:
     return (values[0] if len(values) == 1 and values[0] == _digest(Path(file)) else code_digest(code)), code
 
 
-def resolve(spec: str) -> ModelSource:
-    """Parse `file.py:factory` or `package.module:factory` and import it (raising UserError on any problem)."""
+def load_target(spec: str, option: str, what: str):
+    """Import what `path/to/file.py:name` or `package.module:name` names (UserError on any problem): (the module, its
+    source file, the module's importable name or None for a file, the attribute name). `what` names the attribute in
+    messages ("factory", "function")."""
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr.isidentifier():
-        raise UserError(f"--model {spec!r} must be path/to/file.py:factory or package.module:factory")
+        raise UserError(f"{option} {spec!r} must be path/to/file.py:{what} or package.module:{what}")
     if target.endswith(".py") or "/" in target or "\\" in target:
         path = Path(target).expanduser().resolve()
         if not path.is_file():
-            raise UserError(f"--model: model file {target} does not exist")
-        module = import_file(path, spec)
-        source = ModelSource(spec, attr, str(path), None, *model_code(path, None))
-    else:
-        module = import_module(target, spec)
-        file = getattr(module, "__file__", None)
-        if not file:
-            raise UserError(f"--model: module {target!r} has no source file to identify it by")
-        source = ModelSource(spec, attr, str(Path(file).resolve()), target, *model_code(Path(file).resolve(), target))
+            raise UserError(f"{option}: file {target} does not exist")
+        return import_file(path, spec, option), path, None, attr
+    module = import_module(target, spec, option)
+    file = getattr(module, "__file__", None)
+    if not file:
+        raise UserError(f"{option}: module {target!r} has no source file to identify it by")
+    return module, Path(file).resolve(), target, attr
+
+
+def resolve(spec: str) -> ModelSource:
+    """Parse `file.py:factory` or `package.module:factory` and import it (raising UserError on any problem)."""
+    module, path, name, attr = load_target(spec, "--model", "factory")
+    source = ModelSource(spec, attr, str(path), name, *model_code(path, name))
     if not callable(getattr(module, attr, None)):
         raise UserError(f"--model: {source.label} is not a callable factory(width) -> nn.Module")
     return source

@@ -62,21 +62,9 @@ def _digest(path: Path) -> str:
 # --- resolving what the user named, before any run ----------------------------------------------------------------
 def resolve_callable(target: str) -> dict:
     """`file.py:func` or `package.module:func`, imported now (UserError on any problem); the spec entry to carry."""
-    from mupbench.byo.loading import import_file, import_module
+    from mupbench.byo.loading import load_target
 
-    module_name, sep, attr = target.rpartition(":")
-    if not sep or not module_name or not attr.isidentifier():
-        raise UserError(f"--trainer {target!r} must be path/to/file.py:function or package.module:function")
-    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
-        path = Path(module_name).expanduser().resolve()
-        if not path.is_file():
-            raise UserError(f"--trainer: trainer file {module_name} does not exist")
-        module, name = import_file(path, target, "--trainer"), None
-    else:
-        module, name = import_module(module_name, target, "--trainer"), module_name
-        if not getattr(module, "__file__", None):
-            raise UserError(f"--trainer: module {module_name!r} has no source file to identify it by")
-        path = Path(module.__file__).resolve()
+    module, path, name, attr = load_target(target, "--trainer", "function")
     if not callable(getattr(module, attr, None)):
         raise UserError(f"--trainer: {path.name}:{attr} is not a callable train(run: dict) -> float")
     code = code_identity(name or path)  # the file and every file of the user's it imports
