@@ -207,3 +207,16 @@ def test_analyze_frame_agrees_with_the_vectorised_judgement():
         assert v.drift_per_doubling == pytest.approx(j.drift[d])
         lo, hi = v.drift_interval
         assert hi - lo == pytest.approx(2 * j.half_width[d])
+
+
+def test_the_error_rate_script_fills_its_table(tmp_path):
+    from conftest import ROOT
+
+    page = tmp_path / "page.md"
+    page.write_text("before\n<!-- error-rates:begin -->\nold\n<!-- error-rates:end -->\nafter\n")
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "error-rates"), "--draws", "2", "--presets", "cpu-tiny",
+                          "--write", str(page)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    text = page.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert text.count("| 0.4 (δ) |") == 2 and "runs per row" in text  # heteroscedastic and homoscedastic tables
