@@ -467,6 +467,25 @@ def test_action_logs_to_the_trackers_it_is_given(user_repo):
     assert list((uploaded / "tracking" / "tensorboard" / "_sweep").glob("events.out.tfevents.*"))
 
 
+def test_action_gates_a_teams_own_training_script(user_repo):
+    """The input trainer-command: every run is trained by the repository's own script (run from its root); with no
+    model the coordinate check, which needs one, is skipped and the gate judges the sweep."""
+    workspace, action_path, temp, env = user_repo
+    shutil.copy(ROOT / "tests" / "trainers" / "fake_trainer.py", workspace / "train.py")
+    run = run_action({**INPUTS, "model": "", "suite": "pr", "out": "mupbench-trained",
+                      "trainer-command": "python3 train.py --width {width} --lr {lr} --seed {seed} --result {result}",
+                      "extra-args": "--ablation baseline --lrs 2^-7,2^-6,2^-5 --seeds 1",
+                      "baseline": ".github/mupbench/baseline-trained.json", "artifact-name": "mupbench-trained"},
+                     workspace, action_path, temp, env)
+    assert run.exit_code == 0, run.log
+    uploaded = Path(run.step("Upload")[2]["path"])
+    assert not (uploaded / "coord_check.json").exists()
+    log = (uploaded / "mupbench.log").read_text()
+    assert "coord-check" not in log and "6 runs planned" in log, log
+    results = json.loads((uploaded / "report" / "results.json").read_text())
+    assert [(v["ablation"], v["parameterization"]) for v in results["verdicts"]] == [("baseline", "mup")]
+
+
 # --- refused before anything runs: unsafe names and paths, a sweep directory that exists, a check that cannot run -----
 @pytest.mark.parametrize("inputs, fragment", [
     ({"artifact-name": "../../victim"}, "artifact-name '../../victim' is not a plain name"),
