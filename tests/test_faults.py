@@ -1,8 +1,13 @@
 """Fault injection: bad input of every kind is refused before anything is written (one line, exit 2); a killed worker,
-a second `run`, damaged files, a full or read-only disk and Ctrl-C end in one accurate line and lose no stored run.
+a second `run`, damaged files, a full or read-only disk and Ctrl-C end in one accurate line and lose no stored run; an
+unanticipated exception is exit 3 with its traceback saved; damaged store contents are one line; the gate fails a
+diverging μP model and does not count SP transferring as an improvement; a broken model or hook is refused before any
+training; a run's identity covers the user's code (imports, ablation files), and code edited during a sweep stops it
+once without storing failures.
 
-Most cases need no training (validation, synthetic stores written with Store.record); two train a few cpu-micro runs
-of a tiny user model. Mount-based cases (tmpfs, read-only bind) need root and skip without it.
+Most cases need no training (validation, synthetic stores written with Store.record); a few train cpu-micro runs of a
+tiny user model (two widths, two learning rates). Mount-based cases (tmpfs, read-only bind) need root and skip without
+it.
 """
 from __future__ import annotations
 

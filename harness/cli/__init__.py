@@ -10,6 +10,7 @@ Exit codes mean one thing in every command:
     130  interrupted (Ctrl-C)
 
     args.py         shared parsing (the one-line-error parser, numbers, lists, --model, ablation selection)
+    ablation_code.py  the code behind user ablations: carried by their runs, checked against a sweep directory
     run.py          run, status
     analyze.py      analyze
     explain.py      explain, list
