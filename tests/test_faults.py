@@ -619,6 +619,11 @@ class GroupsTwice(Tied):
         return [{"params": [self.emb.weight, self.hidden.weight], "lr": lr}, {"params": [self.head.weight], "lr": lr}]
 
 
+class GroupsNegative(Small):
+    def mup_parameter_groups(self, lr):
+        return [{"params": list(self.parameters()), "lr": -lr}]
+
+
 def on_meta(width):
     with torch.device("meta"):
         return Small(width)
@@ -635,6 +640,7 @@ BROKEN = {  # factory: a fragment of the one-line error
     "GroupsMiss": "leaves out head.weight",
     "GroupsTwice": "puts emb.weight in two groups",
     "on_meta": "on the meta device",
+    "GroupsNegative": "gives group 0 the learning rate -",
 }
 
 

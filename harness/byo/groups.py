@@ -3,6 +3,7 @@ that carry the model."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -116,6 +117,9 @@ def _hook_groups(model, lr, weight_decay, weight_decay_mode, label) -> list[dict
                 raise UserError(f"--model {label}: {HOOK_GROUPS} puts {names[id(p)]} in two groups")
             seen[id(p)] = names[id(p)]
         peak = float(group["lr"])
+        if not (math.isfinite(peak) and peak >= 0):
+            raise UserError(f"--model {label}: {HOOK_GROUPS}({lr:g}) gives group {i} the learning rate {peak:g}: "
+                            "learning rates must be finite and not negative")
         if "weight_decay" in group:
             wd = float(group["weight_decay"])
             if weight_decay:
