@@ -93,7 +93,7 @@ class Case:
                 "failed": self.fails(strict), "findings": [{"severity": f.severity, "text": f.text} for f in self.findings]}
 
 
-# --- the baseline ------------------------------------------------------------------------------------------------------
+# --- the baseline -----------------------------------------------------------------------------------------------------
 VERDICTS = ("transfers", "shifts", "inconclusive")
 
 

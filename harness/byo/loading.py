@@ -129,9 +129,10 @@ def source_from_entry(entry: dict) -> ModelSource:
     changed = changed_since(code, entry.get("module") or path) if code else (
         [path.name] if _digest(path) != entry["sha256"] else [])  # an entry from before imports counted
     if changed:
-        raise CodeChanged(f"the code of --model {entry['spec']} changed while the sweep ran ({', '.join(changed[:4])}): "
-                          "no run of the new code is stored under the old one's name; revert the change and run the "
-                          "command again to finish the sweep, or run the new code into a new --out")
+        raise CodeChanged(f"the code of --model {entry['spec']} changed while the sweep ran "
+                          f"({', '.join(changed[:4])}): no run of the new code is stored under the old one's name; "
+                          "revert the change and run the command again to finish the sweep, or run the new code into "
+                          "a new --out")
     return ModelSource(entry["spec"], entry["factory"], str(path), entry.get("module"), entry["sha256"], code)
 
 

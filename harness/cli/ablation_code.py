@@ -15,7 +15,8 @@ from mupbench.store import STORE_FILE, Store
 
 
 def user_ablation_code(entries) -> dict[str, dict]:
-    """name → {"sha256", "code"} of each selected ablation defined outside mupbench (a combination `a+b`: its parts')."""
+    """name → {"sha256", "code"} of each selected ablation defined outside mupbench (of a combination `a+b`: its
+    parts')."""
     from mupbench.ablations import registry
 
     out = {}
