@@ -220,3 +220,19 @@ def test_the_error_rate_script_fills_its_table(tmp_path):
     text = page.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
     assert text.count("| 0.4 (δ) |") == 2 and "runs per row" in text  # heteroscedastic and homoscedastic tables
+
+
+def test_the_cli_refuses_a_partial_noise_file_before_any_run(tmp_path):
+    """`mupbench run --trainer mupbench.calibration.synthetic:train` is a calibration run; its noise file is checked
+    when the trainer is imported, before anything is written."""
+    from conftest import ROOT
+
+    partial = tmp_path / "noise.json"
+    partial.write_text(json.dumps({"drift": 0.5}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), landscape.NOISE_ENV: str(partial)}
+    res = subprocess.run([sys.executable, "-m", "mupbench.cli", "run", "--trainer",
+                          "mupbench.calibration.synthetic:train", "--out", str(tmp_path / "o")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "lacks axis" in lines[0], res.stderr
+    assert not (tmp_path / "o").exists()
