@@ -42,7 +42,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from mupbench.byo.code import changed_files, code_identity
+from mupbench.byo.code import changed_since, code_identity
 from mupbench.config import TRAINER_SPEC_KEY, RunSpec
 from mupbench.errors import CodeChanged, UserError  # CodeChanged: a trainer's file changed mid-sweep
 
@@ -243,12 +243,9 @@ def _train_command(entry: dict, values: dict, run_dir: Path, timeout: float | No
 
 
 def _check_unchanged(planned: dict, target, label: str) -> None:
-    """CodeChanged when the code `target` imports differs from what the sweep was planned with."""
-    try:
-        now = code_identity(target)
-    except UserError as e:
-        raise CodeChanged(f"trainer {label} cannot be read any more ({e}): restore it and run the command again") from None
-    changed = changed_files(planned, now)
+    """CodeChanged when a file of the code `target` imported when the sweep was planned now differs (read file by file:
+    the answer does not depend on what this worker process has imported)."""
+    changed = changed_since(planned, target)
     if changed:
         raise CodeChanged(f"trainer {label} changed since the sweep was planned ({', '.join(changed[:3])}): run the "
                           "command again (the changed trainer's runs are new runs)")
