@@ -12,7 +12,7 @@ Each draw: widths 32/64/128, 3 seeds, LR grid 2^-14 … 2^-1 (a preset's grid on
 optimum), loss = parabola in log2 LR around the width's true optimum (centre drawn uniformly in [-8, -7], so the
 optimum is not tied to the grid) + a per-seed offset shared across the LRs
 + per-point noise. The claims (issue 11): with true drift 0, `shifts` in ≤ 5% of draws; with |true drift| ≥ 0.75
-log2 LR per doubling, `shifts` in ≥ 90% and `transfers` in ≤ 2%. Also: the 90% interval covers the true drift in at
+log2 LR per doubling, `shifts` in ≥ 90% and `transfers` in ≤ 2%. Also: the drift interval (95%) covers the true drift in at
 least 85% of draws (the plain percentile interval of the same bootstrap covers 62–63%), and the end-to-end path
 (analyze_frame) gives the same verdicts as the vectorised judgement.
 """
