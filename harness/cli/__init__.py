@@ -53,9 +53,10 @@ class _Interrupts:
     """Ctrl-C raises KeyboardInterrupt as usual, and is remembered: library code that swallows the interrupt (an
     import cut short) and then fails some other way still ends as an interrupt, exit 130, not a traceback."""
 
-    def __init__(self):
+    def __init__(self, exiting: bool = False):
         self.seen = False
         self.previous = None
+        self.exiting = exiting  # the process ends next: a Ctrl-C from here on cannot undo the work done
 
     def __enter__(self):
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # leave an ignored SIGINT ignored
@@ -71,12 +72,18 @@ class _Interrupts:
 
     def __exit__(self, *exc):
         if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+            signal.signal(signal.SIGINT, signal.SIG_IGN if self.exiting else self.previous)
         return False
 
 
-def main(argv: list[str] | None = None) -> int:
-    with _Interrupts() as interrupts:
+def entry() -> None:
+    """The `mupbench` command (and `python -m mupbench.cli`): main's exit status, which a Ctrl-C arriving while the
+    interpreter shuts down after the work is done cannot turn into a death by SIGINT."""
+    sys.exit(main(exiting=True))
+
+
+def main(argv: list[str] | None = None, exiting: bool = False) -> int:
+    with _Interrupts(exiting) as interrupts:
         try:
             return _main(argv)
         except KeyboardInterrupt:  # files are written atomically, runs stored in transactions: nothing half-written

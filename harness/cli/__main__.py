@@ -1,5 +1,3 @@
-import sys
+from mupbench.cli import entry
 
-from mupbench.cli import main
-
-sys.exit(main())
+entry()
